@@ -1,0 +1,316 @@
+"""Typed, frozen, validated run configuration.
+
+A run config has the sections model, data, train, loss, eval, debug and a top-level seed. It is loaded from
+YAML (an ``extends:`` key may name a parent file, resolved relative to the child) plus dotted ``--set a.b=v``
+overrides. Every problem is reported at once in one :class:`ConfigError`, each line naming the dotted key, the
+bad value and what is allowed; unknown keys get a "did you mean" suggestion.
+
+Names follow the paper (method.md §11): ``model.E``, ``model.r``, ``model.alpha``, ``model.beta``,
+``loss.lambda1``, ``loss.lambda2``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem; the launchers print it and exit with status 2."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    backbone: str = "tiny"
+    """`tiny` (the shipped pretrained ViLT), a hub id such as `dandelin/vilt-b32-mlm`, or a local folder."""
+    variant: Literal["delo", "delo_lora", "no_guide", "unified_pool"] = "delo"
+    """Table 4 ablation: full method, one static LoRA per task, no cross-modal guide, one shared pool."""
+    E: int = Field(16, ge=1)
+    """Rank-one factors per pool (per site, modality and task)."""
+    r: int = Field(4, ge=1)
+    """Factors selected per input (1 <= r < E); for `delo_lora` the LoRA rank."""
+    alpha: float = Field(8.0, gt=0)
+    """Delta scale numerator: the delta is scaled by alpha / r."""
+    beta: float = Field(0.99, ge=0.0, lt=1.0)
+    """Task-key EMA momentum: key <- beta * key + (1 - beta) * mean(u)."""
+    gate: Literal["ste", "weighted", "hard"] = "ste"
+    """How the top-r selection passes gradient to routers (method.md §5)."""
+    delta_scope: Literal["all", "own_tokens"] = "all"
+    """`all`: both deltas on every token (paper); `own_tokens`: vision delta on image tokens only, text on text."""
+    targets: tuple[str, ...] = (
+        "attention.attention.query",
+        "attention.attention.key",
+        "attention.attention.value",
+    )
+    """Dotted-name suffixes of the ViltModel linears to adapt."""
+    tkm_layer: int = Field(0, ge=0)
+    """Encoder layer whose (LayerNorm-ed) input gives the task-key query; 0 costs no extra pass."""
+    max_text_len: int = Field(40, ge=8)
+    """Text tokens; above the backbone's table the position table is interpolated."""
+
+    @model_validator(mode="after")
+    def _rank_below_pool(self) -> "ModelConfig":
+        if self.variant != "delo_lora" and self.r >= self.E:
+            raise ValueError(f"model.r={self.r} must be < model.E={self.E} (r of E factors are selected)")
+        if not self.targets:
+            raise ValueError("model.targets must name at least one linear layer suffix")
+        return self
+
+
+MissingType = Literal["text", "image", "both"]
+
+
+class MissingConfig(_Section):
+    eta: float = Field(0.7, ge=0.0, le=1.0)
+    """Missing rate: floor(N * eta) samples per session miss a modality."""
+    type: MissingType = "both"
+    """`text`, `image`, or `both` (half text-missing, half image-missing)."""
+
+
+class SyntheticConfig(_Section):
+    kind: Literal["mc", "ml"] = "mc"
+    """`mc`: multi-class (Food101 layout); `ml`: multi-label (MM-IMDb layout)."""
+    seed: int = 0
+    """Generator seed of the benchmark (not the training seed)."""
+    dominant: float = Field(0.0, ge=-1.0, le=1.0)
+    """Shift evidence toward text (> 0) or image (< 0)."""
+    session_overlap: float = Field(0.0, ge=0.0, le=1.0)
+    """Blur of the per-session cues (0 = well separated)."""
+    scale: float = Field(1.0, gt=0.0, le=20.0)
+    """Multiplier on the per-class sample counts."""
+
+
+class DataConfig(_Section):
+    name: Literal["synthetic", "food101", "mmimdb"] = "synthetic"
+    root: str | None = None
+    """Dataset folder for food101 / mmimdb (raw layout or CMML manifest layout)."""
+    layout: Literal["auto", "raw", "manifest"] = "auto"
+    sessions_file: str | None = None
+    """Optional sessions.json overriding the built-in session order."""
+    assign: Literal["rarest", "first", "random"] = "rarest"
+    """Multi-label: which session a multi-label sample joins."""
+    num_tasks: int | None = Field(None, ge=1)
+    """Use only the first T sessions (None: all)."""
+    missing: MissingConfig = MissingConfig()
+    """Missing setting of the train split."""
+    val_missing: MissingConfig | None = None
+    """Missing setting of val (None: same as train)."""
+    test_missing: MissingConfig | None = None
+    """Missing setting of test (None: same as train)."""
+    mask_seed: int = 0
+    """Seed of the missing tables (independent of the training seed)."""
+    mmimdb_per_plot: StrictBool = False
+    """MM-IMDb: one sample per plot instead of one per movie."""
+    square: int | None = Field(None, ge=32)
+    """Force square images of this size (the authors' 384 resize); None: the processor's rule."""
+    synthetic: SyntheticConfig = SyntheticConfig()
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _root_for_real(self) -> "DataConfig":
+        if self.name != "synthetic" and not self.root:
+            raise ValueError(f"data.root must be set for data.name={self.name!r} (the dataset folder)")
+        return self
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-8, gt=0)
+    warmup_frac: float = Field(0.1, ge=0.0, lt=1.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    """Torch CPU threads (None: the CPUs the run was given)."""
+    max_steps_per_task: int | None = Field(None, ge=1)
+    """Cap on steps per task (smoke runs)."""
+
+
+class LossConfig(_Section):
+    lambda1: float = Field(0.1, ge=0.0)
+    """Weight of the alignment loss (1 - cos(q_v, q_t) on complete samples)."""
+    lambda2: float = Field(0.1, ge=0.0)
+    """Weight of the consistency loss (KL between true and proxy routing)."""
+
+
+class EvalConfig(_Section):
+    split: Literal["val", "test"] = "val"
+    """Split that fills the result matrix used for selection."""
+    test: StrictBool = False
+    """Also evaluate the test split after every task (stored, never used for selection)."""
+    batch_size: int = Field(64, ge=1)
+
+
+class DebugConfig(_Section):
+    fail_at_task: int | None = Field(None, ge=1)
+    """Raise once after finishing this task (fault-injection for tests)."""
+    nan_at_step: int | None = Field(None, ge=1)
+    """Make the loss NaN at this global step (fault-injection for tests)."""
+
+
+class RunConfig(_Section):
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    loss: LossConfig = LossConfig()
+    eval: EvalConfig = EvalConfig()
+    debug: DebugConfig = DebugConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """Stable hash of everything that changes results (debug knobs excluded)."""
+        payload = self.to_dict()
+        payload.pop("debug")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading, overrides, error formatting
+
+
+def _schema_keys(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
+    """Every valid dotted key -> its section class (None for leaves)."""
+    keys: dict[str, type[BaseModel] | None] = {}
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        sub = _section_class(field.annotation)
+        keys[dotted] = sub
+        if sub is not None:
+            keys.update(_schema_keys(sub, dotted + "."))
+    return keys
+
+
+def _section_class(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+VALID_KEYS = _schema_keys(RunConfig)
+
+
+def check_key(dotted: str) -> None:
+    """Raise ConfigError when ``dotted`` is not a key of the run config (with a suggestion)."""
+    if dotted not in VALID_KEYS:
+        raise ConfigError(_unknown_key_message(dotted))
+
+
+def _unknown_key_message(dotted: str) -> str:
+    close = difflib.get_close_matches(dotted, list(VALID_KEYS), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{dotted}: unknown key{hint}"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        if e["type"] == "extra_forbidden":
+            lines.append(_unknown_key_message(loc))
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        if isinstance(e.get("input"), dict):  # a cross-field check: its message names the keys itself
+            lines.append(msg)
+        else:
+            lines.append(f"{loc}: {msg} (got {e.get('input')!r})")
+    where = f" in {source}" if source else ""
+    return f"invalid run config{where}:\n  " + "\n  ".join(lines)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def read_with_extends(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, merging it over the file its ``extends:`` key names (relative to it)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'extends' cycle through {', '.join(map(str, _seen))}")
+    data = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a file path, got {parent!r}")
+    base = read_with_extends(path.parent / parent, (*_seen, path))
+    return deep_merge(base, data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (so 1e-4, [1, 2], null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    check_key(key)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``dotted`` set to ``value``."""
+    head, _, rest = dotted.partition(".")
+    out = dict(data)
+    if rest:
+        child = out.get(head)
+        out[head] = set_dotted(child if isinstance(child, dict) else {}, rest, value)
+    else:
+        out[head] = value
+    return out
+
+
+def build_config(data: dict[str, Any], source: str = "") -> RunConfig:
+    """Validate a plain dict into a RunConfig, reporting every problem at once."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None
+) -> RunConfig:
+    """Load a run config: defaults <- YAML file (with extends) <- ``extra`` dict <- dotted overrides."""
+    data: dict[str, Any] = read_with_extends(path) if path else {}
+    if extra:
+        data = deep_merge(data, extra)
+    for item in overrides:
+        key, value = parse_override(item)
+        data = set_dotted(data, key, value)
+    return build_config(data, str(path) if path else "")
