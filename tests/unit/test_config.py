@@ -1,0 +1,107 @@
+"""The run config: defaults, YAML + extends, dotted overrides, and one clear message per bad value."""
+
+import pytest
+
+from delo.config import ConfigError, RunConfig, VALID_KEYS, check_key, load_config, parse_override
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_paper_names():
+    cfg = load_config()
+    assert (cfg.model.E, cfg.model.r, cfg.model.alpha, cfg.model.beta) == (16, 4, 8.0, 0.99)
+    assert (cfg.loss.lambda1, cfg.loss.lambda2) == (0.1, 0.1)
+    assert cfg.model.variant == "delo" and cfg.model.gate == "ste" and cfg.seed == 0
+    assert cfg.data.name == "synthetic" and cfg.model.backbone == "tiny"
+    for key in ["model.E", "model.r", "model.alpha", "model.beta", "loss.lambda1", "loss.lambda2",
+                "model.variant", "model.gate", "seed"]:
+        assert key in VALID_KEYS
+
+
+def test_yaml_extends_and_overrides(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  E: 8\n  r: 2\nloss:\n  lambda1: 1e-3\n")
+    child = write(tmp_path / "child.yaml", "extends: base.yaml\nmodel:\n  r: 3\nseed: 5\n")
+    cfg = load_config(child, ["loss.lambda2=0", "model.gate=weighted"])
+    # YAML 1.1 reads 1e-3 as a string; the lax float still turns it into a number.
+    assert cfg.loss.lambda1 == pytest.approx(1e-3)
+    assert (cfg.model.E, cfg.model.r, cfg.seed, cfg.loss.lambda2, cfg.model.gate) == (8, 3, 5, 0.0, "weighted")
+
+
+def test_config_is_frozen_and_hash_is_stable():
+    cfg = load_config()
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
+    assert cfg.hash() == load_config().hash()
+    assert cfg.hash() != load_config(overrides=["model.E=8"]).hash()
+    # debug knobs do not change what a checkpoint means
+    assert cfg.hash() == load_config(overrides=["debug.fail_at_task=1"]).hash()
+    assert RunConfig.model_validate(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (["model.r=16"], "model.r=16 must be < model.E=16"),
+        (["model.E=0"], "model.E"),
+        (["model.beta=1.0"], "model.beta"),
+        (["model.beta=-0.1"], "model.beta"),
+        (["loss.lambda1=-0.5"], "loss.lambda1"),
+        (["loss.lambda2=-1"], "loss.lambda2"),
+        (["data.missing.eta=1.5"], "data.missing.eta"),
+        (["data.missing.type=audio"], "data.missing.type"),
+        (["model.variant=moe"], "model.variant"),
+        (["model.gate=soft"], "model.gate"),
+        (["data.name=cifar"], "data.name"),
+        (["data.name=food101"], "data.root must be set"),
+        (["model.E=many"], "model.E"),
+        (["eval.test=1"], "eval.test"),
+    ],
+)
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=override)
+    assert needle in str(err.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["model.variant=x", "loss.lambda1=-1", "model.beta=2"])
+    text = str(err.value)
+    assert "model.variant" in text and "loss.lambda1" in text and "model.beta" in text
+
+
+def test_unknown_keys_suggest_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'model.E'"):
+        parse_override("modle.E=3")
+    with pytest.raises(ConfigError, match="did you mean 'loss.lambda1'"):
+        check_key("loss.lamda1")
+    bad = write(tmp_path / "bad.yaml", "model:\n  gaet: ste\n")
+    with pytest.raises(ConfigError, match=r"model.gaet: unknown key; did you mean 'model.gate'"):
+        load_config(bad)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = write(tmp_path / "broken.yaml", "model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: malformed YAML"):
+        load_config(broken)
+    listy = write(tmp_path / "list.yaml", "- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)
+    loop = write(tmp_path / "loop.yaml", "extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(loop)
+
+
+def test_override_needs_equals_sign():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("model.E")
+
+
+def test_delo_lora_may_use_any_rank():
+    cfg = load_config(overrides=["model.variant=delo_lora", "model.E=4", "model.r=4"])
+    assert cfg.model.r == 4
