@@ -1,0 +1,147 @@
+"""Task-boundary checkpoints: small, atomic, plain data, refused when they belong to another run.
+
+Layout under ``out_dir/checkpoints``:
+
+- ``task_{k}.pt`` (k = 1..T): the tensors task k trained (its pools, routers, maps, head: ``model.task_state``).
+  Earlier tasks never change again, so each file is written once; nothing of the frozen backbone is saved.
+- ``state.pt``: the run's progress, written last, so it is the commit point. It holds the number of completed
+  tasks, task keys, RNG states, result matrices and per-task history so far, ``cfg.to_dict()``, ``cfg.hash()``
+  and the benchmark fingerprint.
+
+Everything is tensors and plain Python data, saved with ``torch.save`` through a temp file + ``os.replace`` and
+read back with ``torch.load(weights_only=True)``. No optimiser state: each task starts a fresh AdamW.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from delo.config import ConfigError
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIRNAME = "checkpoints"
+STATE_FILE = "state.pt"
+
+
+class CheckpointMismatchError(ConfigError):
+    """A checkpoint folder belongs to a different config or data set; nothing was changed."""
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / CHECKPOINT_DIRNAME
+
+
+def task_file(ckpt_dir: Path, task: int) -> Path:
+    """File of task ``task`` (0-based index; the file name is 1-based like the reported ``task``)."""
+    return Path(ckpt_dir) / f"task_{task + 1}.pt"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_task(ckpt_dir: Path, task: int, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write one task's trained tensors (detached CPU copies, so the file holds nothing else)."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "task": task,
+        "tensors": {name: t.detach().to("cpu").clone() for name, t in tensors.items()},
+    }
+    path = task_file(ckpt_dir, task)
+    atomic_save(payload, path)
+    return path
+
+
+def load_task(ckpt_dir: Path, task: int) -> dict[str, torch.Tensor]:
+    path = task_file(ckpt_dir, task)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: task checkpoint missing although {Path(ckpt_dir) / STATE_FILE} lists it")
+    payload = _load(path)
+    if payload.get("task") != task:
+        raise ValueError(f"{path}: holds task index {payload.get('task')}, expected {task}")
+    return payload["tensors"]
+
+
+def save_state(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    path = Path(ckpt_dir) / STATE_FILE
+    atomic_save({"format": FORMAT_VERSION, **state}, path)
+    return path
+
+
+def load_state(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The saved run state, or None when the folder holds no checkpoint yet."""
+    path = Path(ckpt_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = _load(path)
+    if state.get("format") != FORMAT_VERSION:
+        raise CheckpointMismatchError(
+            f"{path}: checkpoint format {state.get('format')!r}, this code reads format {FORMAT_VERSION}"
+        )
+    return state
+
+
+def check_compatible(
+    state: dict[str, Any], config: dict[str, Any], config_hash: str, fingerprint: str, ckpt_dir: Path
+) -> None:
+    """Refuse a checkpoint from another config (debug knobs excluded) or another benchmark fingerprint."""
+    problems = []
+    if state["config_hash"] != config_hash:
+        saved = {k: v for k, v in state["config"].items() if k != "debug"}
+        now = {k: v for k, v in config.items() if k != "debug"}
+        diffs = diff_keys(saved, now)
+        shown = ", ".join(f"{k}: {_get(saved, k)!r} -> {_get(now, k)!r}" for k in diffs) or "(hash only)"
+        problems.append(f"config differs ({shown})")
+    if state["fingerprint"] != fingerprint:
+        problems.append(f"data fingerprint differs ({state['fingerprint']} -> {fingerprint})")
+    if problems:
+        raise CheckpointMismatchError(
+            f"{ckpt_dir}: refusing to resume from a checkpoint of a different run: "
+            + "; ".join(problems)
+            + ". Use another output folder, or remove this one to start over."
+        )
+
+
+def diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Sorted dotted keys whose values differ between two nested dicts (missing on one side counts)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        va, vb = a.get(key, _MISSING), b.get(key, _MISSING)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(diff_keys(va, vb, dotted + "."))
+        elif va != vb:
+            out.append(dotted)
+    return out
+
+
+_MISSING = object()
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return "<absent>"
+        data = data[part]
+    return data
