@@ -1,0 +1,1 @@
+"""Data: readers, sessions, missing-modality tables, synthetic benchmark, batching."""
