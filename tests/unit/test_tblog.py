@@ -1,0 +1,96 @@
+"""TensorBoard writer: hparams session start/end, scalars, images and histograms, read back in-process."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from delo import tblog
+
+pytest.importorskip("tensorboard")
+
+
+def _accumulator(path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(path), size_guidance={"tensors": 0, "scalars": 0, "images": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def test_flatten_and_tags():
+    flat = tblog.flatten_hparams({"seed": 0, "model": {"E": 4, "targets": ["q", "k"], "gate": "ste"},
+                                  "data": {"root": None, "missing": {"eta": 0.7}}, "eval": {"test": True}})
+    assert flat == {"seed": 0, "model.E": 4, "model.targets": "q,k", "model.gate": "ste", "data.root": "None",
+                    "data.missing.eta": 0.7, "eval.test": True}
+    assert tblog.metric_tag("ap_seen") == "val/ap_seen"
+    assert tblog.metric_tag("final_ap") == "val/final_ap"
+    assert tblog.metric_tag("test_final_ap") == "test/final_ap"
+    assert tblog.metric_tag("ap_seen_oracle") == "oracle/ap_seen"
+    assert tblog.metric_tag("train_loss_cls") == "train/loss_cls"
+    assert tblog.metric_tag("task_time_s") == "time/task_s"
+    assert "val/final_ap" in tblog.metric_tags() and "test/final_ap" in tblog.metric_tags(test=True)
+
+
+def test_run_writer_round_trip(tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    log = tblog.TBLogger(tmp_path / "tb", {"seed": 3, "model": {"E": 4, "r": 2}, "eval": {"test": False}})
+    R = [[90.0, None], [80.0, 70.0]]
+    for task in (1, 2):
+        log.scalars({"task": task, "ap_seen": 50.0 + task, "fg_seen": math.nan, "train_loss": 0.5, "note": "x"}, task)
+        log.matrix("val/result_matrix", R[:task], task)
+        log.routing({"selection": {"layer0.query.v": torch.tensor([3.0, 1.0, 0.0, 0.0]),
+                                   "layer0.query.t": torch.tensor([0.0, 2.0, 2.0, 0.0])},
+                     "cos": torch.linspace(-0.2, 0.9, 16)}, task)
+        log.flush()
+    log.session_end({"final_ap": 75.0, "final_fg": 10.0}, step=2)
+    log.close()
+
+    acc = _accumulator(tmp_path / "tb")
+    scalars = acc.Tags()["scalars"]
+    assert {"val/ap_seen", "train/loss", "val/final_ap", "val/final_fg"} <= set(scalars)
+    assert "val/fg_seen" not in scalars  # nan is skipped
+    assert [e.value for e in acc.Scalars("val/ap_seen")] == [51.0, 52.0]
+    assert acc.Scalars("val/final_ap")[0].value == 75.0
+    assert "val/result_matrix" in acc.Tags()["images"] and "routing/expert_frequency" in acc.Tags()["images"]
+    hists = acc.Tags()["histograms"]
+    assert {"routing/cos_qv_qt_complete", "routing/expert_frequency_vision", "routing/expert_frequency_text"} <= set(
+        hists
+    )
+
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["model.E"].number_value == 4
+    assert start.hparams["eval.test"].bool_value is False
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == 1  # STATUS_SUCCESS
+    # no timestamped sub-run (as torch's add_hparams would create)
+    assert [p.is_dir() for p in (tmp_path / "tb").iterdir()] == [False]
+
+
+def test_experiment_config(tmp_path):
+    from tensorboard.plugins.hparams import metadata
+
+    tblog.write_hparams_config(
+        tmp_path,
+        {"model.E": (4, 32), "loss.lambda1": (1e-3, 1.0), "model.variant": ["delo", "no_guide"], "seed": None},
+        tblog.metric_tags(test=True),
+    )
+    acc = _accumulator(tmp_path)
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    exp = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    infos = {h.name: h for h in exp.hparam_infos}
+    assert infos["model.E"].domain_interval.min_value == 4
+    variants = [v.string_value for v in infos["model.variant"].domain_discrete.values]
+    assert variants == ["delo", "no_guide"]
+    assert {m.name.tag for m in exp.metric_infos} >= {"val/final_ap", "test/final_ap", "val/ap_seen"}
+
+
+def test_render_matrix_shape():
+    img = tblog.render_matrix([[50.0, None], [math.nan, 20.0]], title="val")
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    heat = tblog.render_heatmap(np.array([[0.5, 0.5], [1.0, 0.0]]))
+    assert heat.shape == (20, 20, 3)
