@@ -107,24 +107,33 @@ class TBLogger:
         self.writer.add_image(tag, render_matrix(R, title), step, dataformats="HWC")
 
     def routing(self, stats: Mapping[str, Any] | None, step: int) -> None:
-        """Expert-selection frequency per pool (histogram per modality + one heatmap) and cos(q_v, q_t)."""
+        """Expert-selection frequency per pool (paper Fig. 5) and cos(q_v, q_t) on complete samples (Fig. 4b).
+
+        ``stats`` is ``model.routing_stats()``: ``selection`` maps a site to counts of shape (T, 2 [A, B], 2 [v, t],
+        E) (or a flat count vector); ``query_cos`` maps a query site to its mean cosine, or ``cos`` holds
+        per-sample values. Frequencies of the A-factor selections per task's pool are shown: one heatmap row per
+        (site, modality), one column per (task, expert), and a histogram per modality averaged over sites.
+        """
         if not stats:
             return
-        selection = stats.get("selection") or {}
-        if selection:
-            names = sorted(selection)
-            rows = [np.asarray(_numpy(selection[n]), dtype=np.float64).reshape(-1) for n in names]
-            freq = np.stack([r / max(r.sum(), 1e-12) for r in rows])  # (pools, E)
+        rows, modality = _selection_rows(stats.get("selection") or {})
+        if rows:
+            freq = np.stack([r / max(r.sum(), 1e-12) for r in rows])  # (pools, T * E)
             self.writer.add_image("routing/expert_frequency", render_heatmap(freq), step, dataformats="HWC")
-            for modality in ("vision", "text"):
-                picked = [f for n, f in zip(names, freq) if _modality(n) == modality]
+            for mod in ("vision", "text", "shared"):
+                picked = [f for m, f in zip(modality, freq) if m == mod]
                 if picked:
-                    self._expert_histogram(f"routing/expert_frequency_{modality}", np.mean(picked, axis=0), step)
-        cos = stats.get("cos")
-        if cos is not None:
-            values = np.asarray(_numpy(cos), dtype=np.float64).reshape(-1)
-            if values.size:
-                self.writer.add_histogram("routing/cos_qv_qt_complete", values, step, bins=np.linspace(-1, 1, 41))
+                    self._expert_histogram(f"routing/expert_frequency_{mod}", np.mean(picked, axis=0), step)
+        values = None
+        if stats.get("cos") is not None:
+            values = np.asarray(_numpy(stats["cos"]), dtype=np.float64).reshape(-1)
+        elif stats.get("query_cos"):
+            per_site = stats["query_cos"]
+            for site, value in per_site.items():
+                self.writer.add_scalar(f"routing/cos_qv_qt/{site}", float(value), step)
+            values = np.asarray([float(v) for v in per_site.values()], dtype=np.float64)
+        if values is not None and values.size:
+            self.writer.add_histogram("routing/cos_qv_qt_complete", values, step, bins=np.linspace(-1, 1, 41))
 
     def _expert_histogram(self, tag: str, freq: np.ndarray, step: int) -> None:
         # One bucket per expert e in [e, e+1), its height the selection share.
@@ -198,6 +207,23 @@ def _domain(summary_v2, spec: Any):
     if isinstance(spec, (list, set, frozenset)):
         return summary_v2.Discrete(sorted(spec) if not isinstance(spec, list) else spec)
     raise TypeError(f"hparam domain {spec!r}: use a (low, high) pair, a list of values, a Domain or None")
+
+
+def _selection_rows(selection: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str]]:
+    rows, modality = [], []
+    for site in sorted(selection):
+        counts = np.asarray(_numpy(selection[site]), dtype=np.float64)
+        if counts.ndim == 4:  # (T, 2 [A, B], 2 [v, t], E): A-factor picks of each task's pool
+            for m, name in enumerate(("vision", "text")):
+                rows.append(counts[:, 0, m, :].reshape(-1))
+                modality.append(name)
+        else:
+            rows.append(counts.reshape(-1))
+            modality.append(_modality(site))
+    width = {len(r) for r in rows}
+    if len(width) > 1:  # pools of different sizes cannot share one heatmap
+        return [], []
+    return rows, modality
 
 
 def _modality(pool_name: str) -> str:

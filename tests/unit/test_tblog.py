@@ -41,9 +41,11 @@ def test_run_writer_round_trip(tmp_path):
     for task in (1, 2):
         log.scalars({"task": task, "ap_seen": 50.0 + task, "fg_seen": math.nan, "train_loss": 0.5, "note": "x"}, task)
         log.matrix("val/result_matrix", R[:task], task)
-        log.routing({"selection": {"layer0.query.v": torch.tensor([3.0, 1.0, 0.0, 0.0]),
-                                   "layer0.query.t": torch.tensor([0.0, 2.0, 2.0, 0.0])},
-                     "cos": torch.linspace(-0.2, 0.9, 16)}, task)
+        counts = torch.zeros(task, 2, 2, 4, dtype=torch.long)  # (T, A/B, v/t, E) as model.routing_stats()
+        counts[:, 0, 0, 1] = 5
+        counts[:, 0, 1, 2] = 3
+        log.routing({"selection": {"layer0.query": counts, "layer0.key": counts},
+                     "query_cos": {"layer0": 0.4, "layer1": 0.6}}, task)
         log.flush()
     log.session_end({"final_ap": 75.0, "final_fg": 10.0}, step=2)
     log.close()
@@ -54,6 +56,7 @@ def test_run_writer_round_trip(tmp_path):
     assert "val/fg_seen" not in scalars  # nan is skipped
     assert [e.value for e in acc.Scalars("val/ap_seen")] == [51.0, 52.0]
     assert acc.Scalars("val/final_ap")[0].value == 75.0
+    assert [e.value for e in acc.Scalars("routing/cos_qv_qt/layer1")] == pytest.approx([0.6, 0.6])
     assert "val/result_matrix" in acc.Tags()["images"] and "routing/expert_frequency" in acc.Tags()["images"]
     hists = acc.Tags()["histograms"]
     assert {"routing/cos_qv_qt_complete", "routing/expert_frequency_vision", "routing/expert_frequency_text"} <= set(
@@ -69,6 +72,18 @@ def test_run_writer_round_trip(tmp_path):
     assert end.status == 1  # STATUS_SUCCESS
     # no timestamped sub-run (as torch's add_hparams would create)
     assert [p.is_dir() for p in (tmp_path / "tb").iterdir()] == [False]
+
+
+def test_routing_accepts_per_sample_cosines_and_flat_counts(tmp_path):
+    log = tblog.TBLogger(tmp_path, {"seed": 0})
+    log.routing({"selection": {"l0.v": np.array([1, 2, 3]), "l0.t": np.array([0, 1, 0])},
+                 "cos": torch.linspace(-0.5, 0.5, 9)}, 1)
+    log.routing({}, 2)
+    log.close()
+    hists = _accumulator(tmp_path).Tags()["histograms"]
+    assert {"routing/cos_qv_qt_complete", "routing/expert_frequency_vision", "routing/expert_frequency_text"} <= set(
+        hists
+    )
 
 
 def test_experiment_config(tmp_path):
