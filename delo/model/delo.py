@@ -1,0 +1,282 @@
+"""``DeLoModel``: a frozen ViLT with routed factor pools at the target linears, per-task heads and a Task-Key
+Memory (method.md §1-§7).
+
+Forward modes:
+
+- ``train``: every sample uses task k (default: the latest); updates key k from this pass's TKM query.
+- ``proxy``: task k, swapped routing (text pools by q_v, vision pools by q_t); no key update (L_con's pass).
+- ``agnostic``: each sample's task k* comes from the Task-Key Memory; ``batch["task"]`` is never read.
+- ``oracle``: each sample's true task from ``batch["task"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers import ViltModel
+
+from delo.config import ModelConfig
+from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
+from delo.model.inject import inject
+from delo.model.layer import DeLoLinear
+from delo.model.task_keys import TaskKeyMemory
+
+
+@dataclass
+class ModelOutput:
+    scores: Tensor  # (B, C_total) logits in the global columns of each sample's task head, -inf elsewhere
+    task: Tensor  # (B,) long: the task whose pools and head served each sample
+    pooled: Tensor  # (B, d) ViLT pooler output
+    queries: list[Tensor]  # raw [q_v, q_t] (B, 2, d) per query site (one per layer for q/k/v)
+    query_sites: list[str]  # the names of those query sites
+    key_query: Tensor | None  # (B, d) TKM query u (train and agnostic modes)
+
+
+@dataclass
+class Prediction:
+    task: Tensor  # (B,) long predicted task (the true one when oracle)
+    scores: Tensor  # (B, C_total) logits in the predicted task's head columns, -inf elsewhere
+
+
+def _checkpointing_on(vilt: nn.Module) -> bool:
+    """Gradient checkpointing would re-run ViLT layers after the routing context has closed."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in vilt.modules())
+
+
+class _KeySiteReached(Exception):
+    """Ends the expert-free pass once the TKM query is known."""
+
+
+class DeLoModel(nn.Module):
+    def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
+        super().__init__()
+        if _checkpointing_on(vilt):
+            raise ValueError(
+                "gradient checkpointing re-runs ViLT layers after the routing context closed; disable it"
+            )
+        if vilt.pooler is None:
+            raise ValueError(
+                "the heads read ViLT's pooled output: build the ViltModel with its pooling layer"
+            )
+        num_layers = len(vilt.encoder.layer)
+        if cfg.tkm_layer >= num_layers:
+            raise ValueError(f"model.tkm_layer={cfg.tkm_layer} but the backbone has {num_layers} layers")
+        self.cfg = cfg
+        self.multilabel = multilabel
+        self.vilt = vilt.eval().requires_grad_(False)
+        self._slot = ContextSlot()
+        self.site_names = inject(
+            vilt, cfg.targets, lambda name, linear: DeLoLinear(linear, name, self._slot, cfg)
+        )
+        self._sites: list[DeLoLinear] = [vilt.get_submodule(n) for n in self.site_names]
+        self.hidden = vilt.config.hidden_size
+        self.heads = nn.ModuleList()
+        self.tkm = TaskKeyMemory(self.hidden)
+        self.num_classes: list[int] = []
+        self.offsets: list[int] = []
+        self.register_buffer("_column_task", torch.zeros(0, dtype=torch.long), persistent=False)
+        self._stats: RoutingStats | None = None
+        vilt.embeddings.register_forward_hook(self._on_embeddings)
+        vilt.encoder.layer[cfg.tkm_layer].layernorm_before.register_forward_hook(self._on_key_site)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Tasks, parameters, checkpoints
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.heads)
+
+    @property
+    def sites(self) -> list[DeLoLinear]:
+        """The wrapped linears, in the order of ``site_names`` (sorted dotted names)."""
+        return list(self._sites)
+
+    @property
+    def task_keys(self) -> Tensor:
+        """(T_learned, d) Task-Key Memory buffer (also inside ``task_state(k)`` as ``task_key``)."""
+        return self.tkm.keys
+
+    def head_span(self, k: int) -> slice:
+        """Task k's global label columns."""
+        return slice(self.offsets[k], self.offsets[k] + self.num_classes[k])
+
+    def begin_task(self, k: int, num_classes: int, offset: int) -> None:
+        """Create task k's pools, key and head; freeze every earlier task. Tasks begin in order 0, 1, ..."""
+        if k != self.num_tasks:
+            raise ValueError(f"tasks begin in order: expected task {self.num_tasks}, got {k}")
+        if offset != sum(self.num_classes):
+            raise ValueError(
+                f"task {k} offset {offset} != {sum(self.num_classes)}: label ids are contiguous per task"
+            )
+        for j in range(k):
+            for p in self.task_parameters(j):
+                p.requires_grad_(False)
+        for site in self._sites:
+            site.add_task()
+        weight = self.vilt.pooler.dense.weight
+        self.heads.append(nn.Linear(self.hidden, num_classes).to(device=weight.device, dtype=weight.dtype))
+        self.tkm.add_task()
+        self.num_classes.append(num_classes)
+        self.offsets.append(offset)
+        column = torch.full((num_classes,), k, dtype=torch.long, device=weight.device)
+        self._column_task = torch.cat([self._column_task, column])
+
+    def _task_modules(self, k: int) -> list[nn.Module]:
+        if not 0 <= k < self.num_tasks:
+            raise IndexError(f"task {k} has not begun ({self.num_tasks} tasks so far)")
+        return [site.pools[k] for site in self._sites] + [self.heads[k]]
+
+    def task_parameters(self, k: int) -> list[nn.Parameter]:
+        """Task k's pools (every site) and head: exactly what the optimiser of task k gets."""
+        return [p for module in self._task_modules(k) for p in module.parameters()]
+
+    def _task_tensors(self, k: int) -> dict[str, Tensor]:
+        tensors = {
+            f"sites.{site.site}.{name}": p
+            for site in self._sites
+            for name, p in site.pools[k].named_parameters()
+        }
+        tensors.update({f"head.{name}": p for name, p in self.heads[k].named_parameters()})
+        tensors["task_key"] = self.tkm.keys[k]
+        return tensors
+
+    def task_state(self, k: int) -> dict[str, Tensor]:
+        """Copies of task k's tensors (pools, head, and its Task-Key Memory key as ``task_key``)."""
+        self._task_modules(k)
+        return {name: t.detach().clone() for name, t in self._task_tensors(k).items()}
+
+    @torch.no_grad()
+    def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
+        """Load ``task_state(k)`` output into a model where task k has begun; names and shapes must match."""
+        self._task_modules(k)
+        live = self._task_tensors(k)
+        missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+        if missing or unexpected:
+            raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
+        for name, tensor in live.items():
+            if tensor.shape != state[name].shape:
+                raise ValueError(
+                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+                )
+            tensor.copy_(state[name])
+
+    def train(self, mode: bool = True) -> DeLoModel:
+        super().train(mode)
+        self.vilt.eval()  # the frozen backbone never runs dropout; the pools have none
+        return self
+
+    # ------------------------------------------------------------------------------------------------------
+    # Routing statistics
+
+    def enable_routing_stats(self, enabled: bool = True) -> None:
+        """Accumulate selection counts and cos(q_v, q_t) over forwards (not proxy passes) while enabled."""
+        self._stats = RoutingStats() if enabled else None
+
+    def routing_stats(self) -> dict[str, dict]:
+        """Pop the accumulated statistics (see ``RoutingStats.pop``); empty dicts when disabled."""
+        if self._stats is None:
+            return {"selection": {}, "query_cos": {}}
+        return self._stats.pop()
+
+    # ------------------------------------------------------------------------------------------------------
+    # Forward
+
+    def forward(self, batch: dict, mode: str = "train", task: int | None = None) -> ModelOutput:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if self.num_tasks == 0:
+            raise RuntimeError("no task has begun: call begin_task(0, ...) first")
+        if _checkpointing_on(self.vilt):
+            raise RuntimeError("gradient checkpointing was turned on after construction; DeLo needs it off")
+        ctx = self._new_context(batch, mode)
+        if mode in ("train", "proxy"):
+            task = self.num_tasks - 1 if task is None else task
+            self._task_modules(task)
+            ctx.set_task(torch.full_like(ctx.missing, task), task, self.num_tasks)
+        elif mode == "oracle":
+            ctx.set_task(batch["task"].to(ctx.missing.device, torch.long), None, self.num_tasks)
+        if mode in ("train", "agnostic") and self.cfg.tkm_layer > 0:
+            # The task must be known before the first expert, which sits below a deeper TKM site.
+            ctx.key_query = self._key_query_pass(batch)
+            if mode == "agnostic":
+                ctx.set_task(self.tkm.infer(ctx.key_query), None, self.num_tasks)
+        with use_context(self._slot, ctx):
+            out = self._run_vilt(batch)
+        if mode == "train":
+            self.tkm.update(task, ctx.key_query, self.cfg.beta)
+        return ModelOutput(
+            scores=self._scores(out.pooler_output, ctx),
+            task=ctx.task,
+            pooled=out.pooler_output,
+            queries=ctx.queries,
+            query_sites=ctx.query_sites,
+            key_query=ctx.key_query,
+        )
+
+    @torch.no_grad()
+    def predict(self, batch: dict, oracle: bool = False) -> Prediction:
+        out = self(batch, "oracle" if oracle else "agnostic")
+        return Prediction(task=out.task, scores=out.scores)
+
+    def _new_context(self, batch: dict, mode: str) -> RoutingContext:
+        missing = batch["missing"].long()
+        return RoutingContext(
+            missing=missing,
+            text_len=batch["input_ids"].shape[1],
+            mode=mode,
+            guide=guide_index(missing, mode, self.cfg.variant),
+            stats=self._stats,
+        )
+
+    def _run_vilt(self, batch: dict):
+        return self.vilt(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+            pixel_values=batch["pixel_values"],
+            pixel_mask=batch["pixel_mask"],
+        )
+
+    @torch.no_grad()
+    def _key_query_pass(self, batch: dict) -> Tensor:
+        """Expert-free forward up to the TKM site; returns u (B, d)."""
+        ctx = self._new_context(batch, "keys")
+        ctx.stop_at_key_site = True
+        try:
+            with use_context(self._slot, ctx):
+                self._run_vilt(batch)
+        except _KeySiteReached:
+            return ctx.key_query
+        raise RuntimeError("the forward finished without reaching the Task-Key Memory site")
+
+    def _on_embeddings(self, module: nn.Module, args, output) -> None:
+        """ViLT's embeddings return (embeddings, [attention_mask, image mask]) in this forward's patch order."""
+        ctx = self._slot.current
+        if ctx is not None:
+            ctx.set_masks(output[1], own_tokens=self.cfg.delta_scope == "own_tokens")
+
+    def _on_key_site(self, module: nn.Module, args, output: Tensor) -> None:
+        """At the input of encoder layer ``tkm_layer`` (LayerNorm-ed), before any expert of that layer."""
+        ctx = self._slot.current
+        if ctx is None or ctx.mode not in ("train", "agnostic", "keys") or ctx.key_query is not None:
+            return
+        guided = ctx.queries_for(output, None).guided  # (B, 2, d): [q̂_v, q̂_t]
+        ctx.key_query = guided.mean(dim=1).detach()  # (B, d): u = (q̂_v + q̂_t) / 2
+        if ctx.stop_at_key_site:
+            raise _KeySiteReached
+        if ctx.task is None:
+            ctx.set_task(self.tkm.infer(ctx.key_query), None, self.num_tasks)
+
+    def _scores(self, pooled: Tensor, ctx: RoutingContext) -> Tensor:
+        total = sum(self.num_classes)
+        if ctx.uniform_task is not None:
+            k = ctx.uniform_task
+            logits = self.heads[k](pooled)  # (B, C_k); other heads never enter
+            return F.pad(
+                logits, (self.offsets[k], total - self.offsets[k] - self.num_classes[k]), value=-torch.inf
+            )
+        logits = torch.cat([head(pooled) for head in self.heads], dim=1)  # (B, C_total), contiguous per task
+        return logits.masked_fill(self._column_task[None, :] != ctx.task[:, None], -torch.inf)
