@@ -1,0 +1,99 @@
+"""Reports from files alone: results.csv, results.md in the paper layout (mean ± std), failed trials, PNGs."""
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from delo.report import collect, error_reason, write_report
+
+ERROR_TXT = """Failure # 1 (occurred at 2026-01-01_00-00-00)
+ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)
+  File "delo/train.py", line 103, in train_task
+    raise FloatingPointError("loss is NaN at step 5")
+FloatingPointError: loss is NaN at step 5
+"""
+
+
+def _trial(exp: Path, name: str, E: int, r: int, seed: int, ap: float | None, *, tasks: int = 3, error: bool = False,
+           test: bool = True) -> None:
+    d = exp / name
+    (d / name).mkdir(parents=True)
+    cfg = {"seed": seed, "model": {"E": E, "r": r, "variant": "delo"}, "loss": {"lambda1": 0.1, "lambda2": 0.1}}
+    (d / "trial.json").write_text(json.dumps({
+        "trial_id": f"x_{name[-5:]}", "label": f"E={E},r={r}", "variant": "", "seed": seed,
+        "overrides": {"model.E": E, "model.r": r, "seed": seed}, "config": cfg, "out_dir": name}))
+    rows = [{"task": t, "ap_seen": 50.0} for t in range(1, tasks + 1)]
+    if ap is not None:
+        rows[-1].update(final_ap=ap, final_fg=10.0 - seed, **({"test_final_ap": ap - 1, "test_final_fg": 11.0} if test else {}))
+        (d / name / "result.json").write_text(json.dumps({
+            "matrix": [[60.0, None, None], [55.0, 61.0, None], [50.0, 52.0, 62.0]],
+            "test_matrix": [[59.0, None, None], [54.0, 60.0, None], [49.0, 51.0, 61.0]],
+            "params": {"trainable": 1000 * E * 8, "total": 1_000_000 + 30_000 * E}}))
+    (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"task\": 9, \"ap_se")  # cut line
+    if error:
+        (d / "error.txt").write_text(ERROR_TXT)
+
+
+def _exp(tmp_path, table="rank_factor"):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "sweep_spec.yaml").write_text(yaml.safe_dump({"spec": {"name": "rf", "table": table}, "base": {}}))
+    _trial(exp, "E16-r2_s0_00000", 16, 2, 0, 60.0)
+    _trial(exp, "E16-r2_s1_00001", 16, 2, 1, 62.0)
+    _trial(exp, "E16-r4_s0_00002", 16, 4, 0, 70.0)
+    _trial(exp, "E16-r4_s1_00003", 16, 4, 1, None, tasks=2, error=True)
+    (exp / "trial_status.json").write_text(json.dumps({
+        "E16-r4_s1_00003": {"status": "ERROR", "error": "FloatingPointError: loss is NaN at step 5", "num_failures": 3},
+        "E32-r8_s0_00004": {"status": "PENDING", "trial_id": "x_00004"}}))
+    return exp
+
+
+def test_error_reason_is_the_exception_line(tmp_path):
+    (tmp_path / "error.txt").write_text(ERROR_TXT + ERROR_TXT.replace("# 1", "# 2").replace("step 5", "step 7"))
+    assert error_reason(tmp_path / "error.txt") == "FloatingPointError: loss is NaN at step 7"
+    assert "no error.txt" in error_reason(tmp_path / "missing.txt")
+
+
+def test_collect_statuses(tmp_path):
+    records = {r.name: r for r in collect(_exp(tmp_path))}
+    assert records["E16-r2_s0_00000"].status == "COMPLETED"
+    assert records["E16-r4_s1_00003"].status == "ERROR" and records["E16-r4_s1_00003"].tasks_done == 2
+    assert records["E32-r8_s0_00004"].status == "PENDING"
+
+
+def test_rank_factor_report(tmp_path):
+    exp = _exp(tmp_path)
+    paths = write_report(exp)
+    assert {p.name for p in paths} == {"results.csv", "results.md", "ap_grid.png", "best_matrix.png"}
+    rows = list(csv.DictReader((exp / "results.csv").open()))
+    assert len(rows) == 5
+    failed = next(r for r in rows if r["trial"] == "E16-r4_s1_00003")
+    assert failed["status"] == "ERROR" and "loss is NaN" in failed["error"]
+    assert rows[0]["model.E"] == "16" and rows[0]["params_trainable"] == "128000"
+    md = (exp / "results.md").read_text()
+    assert "| E | r | AP ↑ | FG ↓ | trainable | total | n | paper AP / FG |" in md
+    # test split (all completed trials stored test rows): 59, 61 -> 60.00 ± 1.41
+    assert "| 16 | 2 | 60.00 ± 1.41 | 11.00 ± 0.00 | 0.13M | 1.48M | 2/2 | 63.78 / 11.20 |" in md
+    assert "| 16 | 4 | 69.00 | 11.00 | 0.13M | 1.48M | 1/2 |" in md
+    assert "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
+    for png in ("ap_grid.png", "best_matrix.png"):
+        assert Image.open(exp / png).size[0] > 100
+
+
+def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "sweep_spec.yaml").write_text(yaml.safe_dump({"spec": {"name": "s", "table": "search"}}))
+    _trial(exp, "E8_r2_s0_00000", 8, 2, 0, 55.0, test=False)
+    _trial(exp, "E16_r4_s0_00001", 16, 4, 0, 65.0, test=False)
+    _trial(exp, "E4_r1_s0_00002", 4, 1, 0, None, tasks=2)
+    (exp / "trial_status.json").write_text(json.dumps({"E4_r1_s0_00002": {"status": "STOPPED"}}))
+    paths = write_report(exp)
+    md = (exp / "results.md").read_text()
+    assert "Split in the tables: **val**" in md
+    assert "1 stopped early by ASHA" in md
+    assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
+    assert "ap_fg.png" in {p.name for p in paths}

@@ -1,0 +1,105 @@
+"""Search pieces without a cluster: r < E mapping, define-by-run space, PRUNED rule, ASHA rungs."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
+
+from delo.sweep import SearchSpace, asha_rungs, frac_for_r, load_sweep, r_from_frac
+from delo.tune import PrunedAwareOptunaSearch, make_scheduler, make_searcher
+
+ROOT = Path(__file__).resolve().parents[2]
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("E", range(2, 33))
+def test_r_mapping_covers_1_to_E_minus_1(E):
+    fracs = [i / 10000 for i in range(10001)]
+    assert {r_from_frac(E, f) for f in fracs} == set(range(1, E))
+    for r in range(1, E):
+        assert r_from_frac(E, frac_for_r(E, r)) == r
+
+
+def test_space_returns_derived_keys_not_suggested_names():
+    sweep = load_sweep(ROOT / "sweeps/search.yaml")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        out = sweep.space(trial)
+        assert set(out) == {"model.r", "model.beta"}
+        E = trial.params["model.E"]
+        assert 4 <= E <= 32 and 1 <= out["model.r"] < E
+        assert 0.9 <= out["model.beta"] <= 0.999
+        study.tell(trial, 1.0)
+
+
+def test_paper_point_first():
+    sweep = load_sweep(ROOT / "sweeps/search.yaml")
+    searcher = make_searcher(sweep)
+    config = searcher.suggest("t0")
+    assert config["model.E"] == 16 and config["model.r"] == 4
+    assert config["loss.lambda1"] == pytest.approx(0.1) and config["model.beta"] == pytest.approx(0.99)
+
+
+def _searcher(T=5, objective="ap_seen"):
+    space = SearchSpace(load_sweep(ROOT / "sweeps/search.yaml").spec.search.space, base_E=16)
+    return PrunedAwareOptunaSearch(space=space, metric="ap_seen", mode="max", seed=0, num_tasks=T, objective=objective)
+
+
+def _states(s):
+    return {t.number: (t.state, t.value) for t in s._ot_study.get_trials(deepcopy=False)}
+
+
+def test_early_stopped_trial_is_pruned_not_complete():
+    s = _searcher()
+    for tid in ("a", "b", "c", "d"):
+        s.suggest(tid)
+    s.on_trial_result("a", {"task": 1, "ap_seen": 90.0, "training_iteration": 1})
+    s.on_trial_result("a", {"task": 2, "ap_seen": 95.0, "training_iteration": 2})
+    s.on_trial_complete("a", {"task": 2, "ap_seen": 95.0})  # ASHA stop at rung 2: high but partial
+    s.on_trial_complete("b", {"task": 5, "ap_seen": 60.0, "final_ap": 60.0})
+    s.on_trial_complete("c", {"task": 3, "ap_seen": 50.0}, error=True)
+    s.on_trial_complete("d", None)
+    states = _states(s)
+    assert states[0][0] == TrialState.PRUNED  # Optuna keeps the last intermediate value of a pruned trial
+    assert states[1] == (TrialState.COMPLETE, 60.0)
+    assert states[2][0] == TrialState.FAIL
+    assert states[3][0] == TrialState.PRUNED
+    assert s._ot_study.best_trial.number == 1  # the stopped trial's 95 never wins
+    s.on_trial_complete("a", {"task": 5, "ap_seen": 99.0})  # a second completion is ignored
+    assert _states(s)[0][0] == TrialState.PRUNED
+
+
+def test_final_ap_objective_tells_final_ap():
+    s = _searcher(objective="final_ap")
+    s.suggest("a")
+    s.on_trial_complete("a", {"task": 5, "ap_seen": 61.0, "final_ap": 62.0})
+    assert _states(s)[0] == (TrialState.COMPLETE, 62.0)
+
+
+def test_searcher_pickles_for_restore(tmp_path):
+    s = _searcher()
+    s.suggest("a")
+    s.save(str(tmp_path / "s.pkl"))
+    t = _searcher()
+    t.restore(str(tmp_path / "s.pkl"))
+    assert t.num_tasks == 5 and "a" in t._ot_trials
+
+
+@pytest.mark.parametrize("T,grace,rf,expected", [(5, 2, 2, [2, 4]), (10, 2, 2, [2, 4, 8]), (10, 2, 3, [2, 6]),
+                                                  (10, 1, 2, [1, 2, 4, 8]), (3, 2, 2, [2]), (4, 2, 2, [2, 4])])
+def test_asha_rungs(T, grace, rf, expected):
+    assert asha_rungs(T, grace, rf) == expected
+    sched = ASHAScheduler(time_attr="task", max_t=T, grace_period=grace, reduction_factor=rf, brackets=1)
+    assert sorted(m for m, _ in sched._brackets[0]._rungs) == expected
+
+
+def test_scheduler_from_spec():
+    sweep = load_sweep(ROOT / "sweeps/search.yaml")
+    sched = make_scheduler(sweep)
+    assert sched._time_attr == "task" and sched._max_t == 5 and sched._reduction_factor == 2
+    paper = load_sweep(ROOT / "sweeps/search.yaml", profile="food101")
+    assert make_scheduler(paper)._reduction_factor == 3 and make_scheduler(paper)._max_t == 10
+    assert make_scheduler(load_sweep(ROOT / "sweeps/search.yaml", ["search.scheduler.type=none"])) is None

@@ -1,0 +1,168 @@
+"""The trainable and the launcher's refusals, without a Ray cluster (fake report/context/checkpoint, fake runner)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from ray import tune as ray_tune
+
+from delo import tune as dtune
+from delo.sweep import load_sweep, save_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_run(cfg, out_dir, on_task_end):
+    """Resumes from out_dir/checkpoints/state.json; reports every task; final_* only in the last."""
+    ckpt = Path(out_dir) / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    start = json.loads((ckpt / "state.json").read_text())["next"] if (ckpt / "state.json").exists() else 0
+    T = cfg.data.num_tasks
+    for k in range(start, T):
+        (ckpt / "state.json").write_text(json.dumps({"next": k + 1, "E": cfg.model.E}))
+        metrics = {"task": k + 1, "ap_seen": 50.0 + k}
+        if k == T - 1:
+            metrics["final_ap"] = 50.0 + k
+        on_task_end(metrics, ckpt)
+    return {}
+
+
+class FakeContext:
+    def __init__(self, trial_dir):
+        self.trial_dir = trial_dir
+
+    def get_trial_dir(self):
+        return str(self.trial_dir)
+
+    def get_trial_id(self):
+        return "abc_00000"
+
+
+@pytest.fixture
+def fake_tune(monkeypatch, tmp_path):
+    reports = []
+    box = {"checkpoint": None, "n": 0}
+    trial_dir = tmp_path / "E16-r2_s0_abc_00000"
+    trial_dir.mkdir()
+    stored = tmp_path / "stored"
+
+    def report(metrics, *, checkpoint=None):
+        # Tune persists the checkpoint folder at report time: copy it as storage would.
+        dest = stored / f"checkpoint_{box['n']:06d}"
+        box["n"] += 1
+        shutil.copytree(checkpoint.path, dest)
+        reports.append((metrics, dest))
+
+    monkeypatch.setattr(ray_tune, "report", report)
+    monkeypatch.setattr(ray_tune, "get_context", lambda: FakeContext(trial_dir))
+    monkeypatch.setattr(ray_tune, "get_checkpoint", lambda: box["checkpoint"])
+    return reports, box, trial_dir
+
+
+def _grid_config(sweep):
+    t = sweep.trials[0]
+    return {"variant": {"name": "", "set": {}}, "axes": {"E_r": {"name": t.label, "set": {
+        k: v for k, v in t.overrides.items() if k != "seed"}}}, "seed": t.seed}
+
+
+def test_trial_reports_each_task_with_checkpoint(fake_tune):
+    reports, _, trial_dir = fake_tune
+    sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
+    dtune.run_trial(_grid_config(sweep), base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    assert [m["task"] for m, _ in reports] == [1, 2, 3]
+    assert all("ap_seen" in m for m, _ in reports)
+    assert ["final_ap" in m for m, _ in reports] == [False, False, True]
+    info = json.loads((trial_dir / "trial.json").read_text())
+    assert info["label"] == "E=16,r=2" and info["seed"] == 0 and info["config"]["model"]["r"] == 2
+    assert info["out_dir"] == trial_dir.name
+    assert json.loads((reports[-1][1] / "state.json").read_text()) == {"next": 3, "E": 16}
+
+
+def test_trial_resumes_from_tune_checkpoint(fake_tune):
+    reports, box, _trial_dir = fake_tune
+    sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
+    config = _grid_config(sweep)
+    dtune.run_trial(config, base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    # Retry after task 1: Tune hands back the task-1 checkpoint; stale runner files must not win.
+    box["checkpoint"] = ray_tune.Checkpoint.from_directory(str(reports[0][1]))
+    reports.clear()
+    dtune.run_trial(config, base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    assert [m["task"] for m, _ in reports] == [2, 3]
+
+
+def test_report_without_metric_is_an_error(fake_tune):
+    sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=2"])
+
+    def bad_run(cfg, out_dir, on_task_end):
+        on_task_end({"task": 1, "acc": 1.0}, Path(out_dir))
+
+    with pytest.raises(KeyError, match="ap_seen"):
+        dtune.run_trial(_grid_config(sweep), base=sweep.base, resources={"cpu": 1}, run_fn=bad_run)
+
+
+def test_launch_bad_spec_exits_2_and_writes_nothing(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\ngrid: {axes: {model.nope: [1]}}\n")
+    assert dtune.launch(spec, storage=str(tmp_path / "out")) == 2
+    assert "model.nope: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_launch_refuses_existing_experiment_without_resume(tmp_path, capsys):
+    sweep = load_sweep(ROOT / "sweeps/smoke.yaml", storage=tmp_path)
+    save_spec(sweep)
+    before = sorted(p.name for p in sweep.experiment_dir.iterdir())
+    assert dtune.launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path)) == 2
+    assert "Pass --resume" in capsys.readouterr().err
+    assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == before
+
+
+def test_launch_resume_of_changed_spec_exits_2_with_diff(tmp_path, capsys):
+    save_spec(load_sweep(ROOT / "sweeps/smoke.yaml", storage=tmp_path))
+    code = dtune.launch(ROOT / "sweeps/smoke.yaml", ["grid.seeds=[0,1]"], storage=str(tmp_path), resume=True)
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume refused" in err and "+    - 1" in err
+
+
+def test_launch_resume_without_saved_spec_exits_2(tmp_path, capsys):
+    assert dtune.launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path), resume=True) == 2
+    assert "no saved spec" in capsys.readouterr().err
+
+
+def test_dry_run_prints_trials(capsys, tmp_path):
+    assert dtune.launch(ROOT / "sweeps/rank_factor.yaml", dry_run=True, storage=str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "grid: 18 trials" in out and "Tune expands the param space to 18 trials" in out
+    assert not (tmp_path / "rank_factor").exists()
+
+
+def test_busy_dashboard_port_is_reported(monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(dtune.ConfigError, match=f"port {port} on 127.0.0.1 is busy"):
+            dtune.start_ray(None, port, 1)
+
+
+def test_hparams_config_lists_every_hparam_and_metric(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", storage=tmp_path)
+    sweep.experiment_dir.mkdir(parents=True)
+    dtune.write_hparams_config(sweep)
+    dtune.write_hparams_config(sweep)  # second call (resume) writes nothing
+    assert len(list(sweep.experiment_dir.glob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(sweep.experiment_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG]
+    exp = metadata.parse_experiment_plugin_data(content)
+    names = {h.name: h for h in exp.hparam_infos}
+    assert {"model.E", "model.r", "seed", "loss.lambda1", "data.missing.eta"} <= set(names)
+    assert [v.number_value for v in names["model.E"].domain_discrete.values] == [16, 32]
+    tags = {m.name.tag for m in exp.metric_infos}
+    assert {"val/final_ap", "val/ap_seen", "test/final_ap"} <= tags
