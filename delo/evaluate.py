@@ -1,0 +1,173 @@
+"""Evaluation after each task: every seen task, task-agnostic and task-aware (oracle), by missing type.
+
+:func:`evaluate_task` runs one task's split once, with both forwards per batch, and keeps per-sample outcomes;
+:class:`ResultBook` turns them into the result matrices of protocol.md §6 (R, its oracle twin, task-key accuracy
+and the per-missing-type matrices) and the per-task report keys of ray-tune.md §4.
+:func:`format_summary` renders a finished run's ``result.json`` dict as a readable table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from delo import metrics
+from delo.runtime import autocast, move_batch
+
+MATRICES = ("matrix", "matrix_oracle", "key_accuracy") + tuple(
+    f"{m}{suffix}" for suffix in ("", "_oracle") for m in metrics.MISSING_TYPES
+)
+"""Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_oracle`` oracle)."""
+
+
+@dataclass
+class TaskOutcomes:
+    """Per-sample outcomes on one task's split: what the score of any subset needs."""
+
+    missing: np.ndarray  # (N,) 0 complete, 1 text missing, 2 image missing
+    key_hit: np.ndarray  # (N,) bool: k* == true task
+    hit: np.ndarray | None = None  # (N,) bool, multi-class: predicted global id == label
+    positive: np.ndarray | None = None  # (N, C_i) bool, multi-label: logit > 0 on the task's own labels
+    target: np.ndarray | None = None  # (N, C_i) bool
+
+    def score(self, mask: np.ndarray | None = None) -> float:
+        """Accuracy (multi-class) or macro-F1 over the task's labels (multi-label) on a subset; nan if empty."""
+        if mask is None:
+            mask = np.ones_like(self.key_hit, dtype=bool)
+        if self.hit is not None:
+            return metrics.accuracy(self.hit[mask], np.ones(int(mask.sum()), dtype=bool))
+        return metrics.macro_f1(self.positive[mask], self.target[mask])
+
+    def key_accuracy(self) -> float:
+        return float(100.0 * self.key_hit.mean()) if self.key_hit.size else math.nan
+
+
+@torch.no_grad()
+def evaluate_task(model, loader, classes: list[int], multilabel: bool, device: torch.device) -> dict[str, TaskOutcomes]:
+    """Outcomes of one task's loader: ``{"agnostic": ..., "oracle": ...}``.
+
+    ``classes`` are the task's global label ids (its own columns for macro-F1). Task-agnostic forwards get the
+    batch without its ``task`` field; the oracle forward gets it.
+    """
+    cols = torch.as_tensor(classes, device=device)
+    parts: dict[str, dict[str, list[torch.Tensor]]] = {"agnostic": {}, "oracle": {}}
+    for batch in loader:
+        batch = move_batch(batch, device)
+        blind = {k: v for k, v in batch.items() if k != "task"}
+        with autocast(device):
+            preds = {"agnostic": model.predict(blind, oracle=False), "oracle": model.predict(batch, oracle=True)}
+        for mode, pred in preds.items():
+            out = parts[mode]
+            out.setdefault("missing", []).append(batch["missing"])
+            out.setdefault("key_hit", []).append(pred.task == batch["task"])
+            scores = pred.scores.float()  # (B, C_total): -inf outside the predicted task's head
+            if multilabel:
+                out.setdefault("positive", []).append(scores[:, cols] > 0)
+                out.setdefault("target", []).append(batch["labels"][:, cols] > 0.5)
+            else:
+                out.setdefault("hit", []).append(scores.argmax(dim=1) == batch["labels"])
+    return {mode: TaskOutcomes(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()}) for mode, out in
+            parts.items()}
+
+
+class ResultBook:
+    """Result matrices of one split, filled row by row; plain data, so it checkpoints as is."""
+
+    def __init__(self, num_tasks: int, data: dict[str, metrics.Matrix] | None = None):
+        self.num_tasks = num_tasks
+        self.data = data or {name: metrics.empty_matrix(num_tasks) for name in MATRICES}
+
+    def fill(self, j: int, i: int, outcomes: dict[str, TaskOutcomes]) -> None:
+        """Entry (after task j, on task i) of every matrix."""
+        for mode, suffix in (("agnostic", ""), ("oracle", "_oracle")):
+            o = outcomes[mode]
+            self.data[f"matrix{suffix}"][j][i] = o.score()
+            for code, name in enumerate(metrics.MISSING_TYPES):
+                self.data[f"{name}{suffix}"][j][i] = o.score(o.missing == code)
+        self.data["key_accuracy"][j][i] = outcomes["agnostic"].key_accuracy()
+
+    def task_metrics(self, j: int, prefix: str = "") -> dict[str, float]:
+        """Report keys after task j (ray-tune.md §4), optionally prefixed (``test_``)."""
+        R = self.data["matrix"]
+        out = {
+            "ap_seen": metrics.seen_average(R, j),
+            "acc_new": R[j][j],
+            "fg_seen": metrics.seen_forgetting(R, j),
+            "bwt_seen": metrics.seen_bwt(R, j),
+            "key_acc": metrics.seen_average(self.data["key_accuracy"], j),
+            "ap_seen_oracle": metrics.seen_average(self.data["matrix_oracle"], j),
+        }
+        for name in metrics.MISSING_TYPES:
+            out[f"ap_seen_{name}"] = metrics.seen_average(self.data[name], j)
+        return {prefix + k: v for k, v in out.items()}
+
+    def final_metrics(self, prefix: str = "") -> dict[str, float]:
+        """The keys of the last report only."""
+        s = metrics.summarize(self.data["matrix"])
+        out = {f"final_{k}": v for k, v in s.items()}
+        out["final_ap_oracle"] = metrics.average_performance(self.data["matrix_oracle"])
+        return {prefix + k: v for k, v in out.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """result.json fields of this split (matrices with nan as null)."""
+        task_aware = metrics.summarize(self.data["matrix_oracle"])
+        out: dict[str, Any] = {
+            **{k: metrics.json_number(v) for k, v in metrics.summarize(self.data["matrix"]).items()},
+            "matrix": metrics.json_matrix(self.data["matrix"]),
+            "matrix_task_aware": metrics.json_matrix(self.data["matrix_oracle"]),
+            "task_aware": {k: metrics.json_number(v) for k, v in task_aware.items()},
+            "task_key_accuracy": metrics.json_matrix(self.data["key_accuracy"]),
+            "key_acc": metrics.json_number(metrics.average_performance(self.data["key_accuracy"])),
+            "by_missing": {},
+            "by_missing_task_aware": {},
+        }
+        for name in metrics.MISSING_TYPES:
+            for suffix, key in (("", "by_missing"), ("_oracle", "by_missing_task_aware")):
+                R = self.data[name + suffix]
+                entry = {k: metrics.json_number(v) for k, v in metrics.summarize(R).items()}
+                out[key][name] = {**entry, "matrix": metrics.json_matrix(R)}
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Human-readable summary
+
+
+def _fmt(value: float | None, width: int = 6) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
+
+
+def format_matrix(R: list[list[float | None]], title: str) -> str:
+    n = len(R)
+    head = "after\\on " + "".join(f"{'T' + str(i + 1):>7}" for i in range(n))
+    rows = [f"{'T' + str(j + 1):>8} " + "".join(" " + _fmt(v) for v in row) for j, row in enumerate(R)]
+    return "\n".join([title, head, *rows])
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Result matrix, AP/FG/Last/BWT, task-key accuracy, by-missing-type AP and parameter counts."""
+    lines = []
+    for prefix, label in (("", result.get("split", "val")), ("test_", "test")):
+        if prefix + "matrix" not in result:
+            continue
+        lines.append(format_matrix(result[prefix + "matrix"], f"result matrix ({label}, task-agnostic)"))
+        lines.append(format_matrix(result[prefix + "task_key_accuracy"], f"task-key accuracy ({label})"))
+        aware = result[prefix + "task_aware"]
+        lines.append(f"{'':10}{'AP':>8}{'FG':>8}{'Last':>8}{'BWT':>8}")
+        lines.append(f"{label + ' agn.':10}" + "".join(f"{_fmt(result[prefix + k], 8)}" for k in
+                                                      ("ap", "fg", "last", "bwt")))
+        lines.append(f"{label + ' oracle':10}" + "".join(f"{_fmt(aware[k], 8)}" for k in ("ap", "fg", "last", "bwt")))
+        by = result[prefix + "by_missing"]
+        lines.append("AP by missing type: " + ", ".join(f"{k} {_fmt(v['ap'], 0)}" for k, v in by.items()))
+        lines.append(f"task-key accuracy (last row mean): {_fmt(result[prefix + 'key_acc'], 0)}")
+        lines.append("")
+    params = result.get("params") or {}
+    if params:
+        lines.append(f"parameters: trainable per task {params.get('trainable', 0):,}, total {params.get('total', 0):,}")
+    if "wall_time_s" in result:
+        lines.append(f"wall time: {result['wall_time_s']:.1f} s")
+    return "\n".join(lines)

@@ -1,0 +1,372 @@
+"""The continual runner: train tasks in order, evaluate every seen task, checkpoint, report. No Ray here.
+
+``run_continual(cfg, out_dir, on_task_end)`` does, for each task k (method.md §10, protocol.md §1):
+
+1. ``model.begin_task(k)`` (fresh pools and head, seeded per task), a fresh AdamW over
+   ``model.task_parameters(k)`` with linear warm-up then cosine to 0, stepped per iteration;
+2. one training pass per epoch over task k's train split only (task keys update inside the model's train pass);
+3. evaluation of tasks 1..k on ``cfg.eval.split`` (and test when ``cfg.eval.test``), task-agnostic and oracle;
+4. a checkpoint of what changed (:mod:`delo.checkpoint`), TensorBoard, then ``on_task_end(metrics, ckpt_dir)``.
+
+A restarted run on the same ``out_dir`` resumes after the last completed task and ends with exactly the metrics
+of an uninterrupted run: every phase that consumes the global torch RNG starts from a seed derived from
+(seed, phase, task), and shuffling has its own generator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from delo import checkpoint, runtime
+from delo.config import ConfigError, RunConfig
+from delo.evaluate import ResultBook, evaluate_task, format_summary
+
+OnTaskEnd = Callable[[dict[str, Any], Path], None]
+LOSS_PARTS = ("total", "cls", "align", "con")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the task and step."""
+
+
+def _build(cfg: RunConfig, multilabel: bool, device: torch.device):
+    """Frozen backbone + DeLo model on ``device``; seeded so the model's own initial tensors are reproducible."""
+    from delo.backbone import load_backbone
+    from delo.model import DeLoModel
+
+    runtime.seed_everything(runtime.derive_seed(cfg.seed, "build"))
+    backbone = load_backbone(cfg.model, data_square=cfg.data.square)
+    model = DeLoModel(backbone.vilt, cfg.model, multilabel=multilabel).to(device)
+    return model, backbone
+
+
+def build_model(cfg: RunConfig, multilabel: bool | None = None):
+    """A fresh DeLo model for ``cfg`` (no task begun yet). ``multilabel`` defaults to what the data set is."""
+    if multilabel is None:
+        multilabel = cfg.data.name == "mmimdb" or (cfg.data.name == "synthetic" and cfg.data.synthetic.kind == "ml")
+    model, _ = _build(cfg, multilabel, runtime.resolve_device(cfg.train.device))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One task's training
+
+
+def lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    """Multiplier of the base lr at 0-based ``step`` of ``total``: linear warm-up, then cosine to 0."""
+    warmup = int(warmup_frac * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def steps_per_task(cfg: RunConfig, batches_per_epoch: int) -> int:
+    total = cfg.train.epochs * batches_per_epoch
+    return min(total, cfg.train.max_steps_per_task) if cfg.train.max_steps_per_task else total
+
+
+def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, step0: int, tb=None,
+               progress: bool = False, label: str = "") -> dict[str, float]:
+    """Train task ``task`` on its loader; returns mean loss parts and the step count.
+
+    ``step0`` is the number of steps of earlier tasks (the global step of ``cfg.debug.nan_at_step`` is 1-based).
+    """
+    from delo.losses import compute_loss
+
+    total = steps_per_task(cfg, len(loader))
+    tc = cfg.train
+    opt = torch.optim.AdamW(model.task_parameters(task), lr=tc.lr, weight_decay=tc.weight_decay,
+                            betas=tuple(tc.betas), eps=tc.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, tc.warmup_frac))
+    sums = dict.fromkeys(LOSS_PARTS, 0.0)
+    bar = _progress_bar(total, label) if progress else None
+    model.train()
+    step, samples, t0 = 0, 0, time.perf_counter()
+    while step < total:
+        for batch in loader:
+            if step >= total:
+                break
+            batch = runtime.move_batch(batch, device)
+            with runtime.autocast(device):
+                out = compute_loss(model, batch, task, cfg.loss)
+            loss = out.total
+            global_step = step0 + step + 1
+            if cfg.debug.nan_at_step == global_step:
+                loss = loss * float("nan")  # fault injection for tests
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at task {task + 1}, step {step + 1} of {total} "
+                    f"(global step {global_step}); stopping the run"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            for part in LOSS_PARTS:
+                value = loss if part == "total" else getattr(out, part)
+                sums[part] += float(value.detach()) if torch.is_tensor(value) else float(value)
+            step += 1
+            samples += int(batch["missing"].shape[0])
+            if tb is not None and (step % 10 == 0 or step == total):
+                tb.train_step(loss.item(), opt.param_groups[0]["lr"], global_step)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", sps=f"{samples / (time.perf_counter() - t0):.0f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    means = {("train_loss" if p == "total" else f"train_loss_{p}"): s / max(1, step) for p, s in sums.items()}
+    return {**means, "train_steps": step}
+
+
+def _progress_bar(total: int, label: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="step", file=sys.stderr, leave=True, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run
+
+
+class _Run:
+    """State of one run_continual call; methods read top to bottom as the loop does."""
+
+    def __init__(self, cfg: RunConfig, out_dir: Path, progress: bool):
+        from delo.data import load_benchmark
+
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.ckpt_dir = checkpoint.checkpoint_dir(self.out_dir)
+        self.started = time.perf_counter()
+        self.threads = runtime.set_threads(cfg.train.threads)
+        self.device = runtime.resolve_device(cfg.train.device)
+        self.state = checkpoint.load_state(self.ckpt_dir)
+        if self.state is not None and self.state["config_hash"] != cfg.hash():
+            # refuse before touching the data (fingerprint checked again below)
+            checkpoint.check_compatible(self.state, cfg.to_dict(), cfg.hash(), self.state["fingerprint"],
+                                        self.ckpt_dir)
+        self.bench = load_benchmark(cfg)
+        if self.state is not None:
+            checkpoint.check_compatible(self.state, cfg.to_dict(), cfg.hash(), self.bench.fingerprint, self.ckpt_dir)
+        self.T = self.bench.num_tasks
+        self.splits = [cfg.eval.split] + (["test"] if cfg.eval.test and cfg.eval.split != "test" else [])
+        self.model, self.backbone = _build(cfg, self.bench.multilabel, self.device)
+        self.books = {s: ResultBook(self.T) for s in self.splits}
+        self.history: list[dict[str, Any]] = []
+        self.steps_done, self.elapsed_before, self.next_task = 0, 0.0, 0
+        if self.state is not None:
+            self._restore()
+
+    # -- resume -------------------------------------------------------------------------------------------
+
+    def _begin(self, k: int) -> None:
+        classes = self.bench.task_classes[k]
+        runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "begin_task", k))
+        self.model.begin_task(k, len(classes), classes[0])
+
+    def _restore(self) -> None:
+        s = self.state
+        for k in range(s["next_task"]):
+            self._begin(k)
+            self.model.load_task_state(k, checkpoint.load_task(self.ckpt_dir, k))
+        self.model.task_keys.copy_(s["task_keys"].to(self.model.task_keys.device))
+        self.books = {split: ResultBook(self.T, s["results"][split]) for split in self.splits}
+        self.history = list(s["history"])
+        self.steps_done, self.elapsed_before, self.next_task = s["steps_done"], s["elapsed_s"], s["next_task"]
+        runtime.restore_rng(s["rng"])
+
+    # -- one task -----------------------------------------------------------------------------------------
+
+    def _loader(self, samples, *, train: bool, seed_parts: tuple):
+        from delo.data import make_loader
+
+        bs = self.cfg.train.batch_size if train else self.cfg.eval.batch_size
+        return make_loader(samples, self.backbone, bs, shuffle=train,
+                           seed=runtime.derive_seed(self.cfg.seed, *seed_parts),
+                           num_workers=self.cfg.data.num_workers)
+
+    def train(self, k: int, tb) -> dict[str, float]:
+        self._begin(k)
+        loader = self._loader(self.bench.split(k, "train"), train=True, seed_parts=("shuffle", k))
+        # ViLT draws a random patch order from the global torch RNG on every forward
+        runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "train", k))
+        losses = train_task(self.model, loader, k, self.cfg, self.device, self.steps_done, tb, self.progress,
+                            label=f"task {k + 1}/{self.T}")
+        self.steps_done += losses["train_steps"]
+        return losses
+
+    def evaluate(self, j: int) -> dict[str, Any] | None:
+        """Fill row j of every split's matrices; returns the routing stats of the first split's forwards."""
+        stats = None
+        self.model.eval()
+        for n, split in enumerate(self.splits):
+            self.model.enable_routing_stats(n == 0)
+            for i in range(j + 1):
+                runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "eval", split, j, i))
+                loader = self._loader(self.bench.split(i, split), train=False, seed_parts=("eval", split, i))
+                outcomes = evaluate_task(self.model, loader, self.bench.task_classes[i], self.bench.multilabel,
+                                         self.device)
+                self.books[split].fill(j, i, outcomes)
+            if n == 0:
+                stats = self.model.routing_stats()
+        self.model.enable_routing_stats(False)
+        return stats
+
+    def report(self, j: int, losses: dict[str, float], task_time: float) -> dict[str, Any]:
+        book = self.books[self.splits[0]]
+        metrics = {"task": j + 1, **book.task_metrics(j), "task_time_s": task_time,
+                   **{k: v for k, v in losses.items() if k != "train_steps"}}
+        if self.cfg.eval.test:
+            metrics.update(self.books["test"].task_metrics(j, prefix="test_"))
+        if j == self.T - 1:
+            metrics.update(book.final_metrics())
+            if self.cfg.eval.test:
+                metrics.update(self.books["test"].final_metrics(prefix="test_"))
+        return metrics
+
+    def save(self, j: int) -> None:
+        checkpoint.save_task(self.ckpt_dir, j, self.model.task_state(j))
+        checkpoint.save_state(self.ckpt_dir, {
+            "next_task": j + 1,
+            "num_tasks": self.T,
+            "task_keys": self.model.task_keys.detach().cpu().clone(),
+            "rng": runtime.capture_rng(),
+            "results": {s: b.data for s, b in self.books.items()},
+            "history": self.history,
+            "steps_done": self.steps_done,
+            "elapsed_s": self.elapsed(),
+            "config": self.cfg.to_dict(),
+            "config_hash": self.cfg.hash(),
+            "fingerprint": self.bench.fingerprint,
+        })
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    # -- result.json --------------------------------------------------------------------------------------
+
+    def result(self) -> dict[str, Any]:
+        main = self.books[self.splits[0]].summary()
+        result: dict[str, Any] = {"split": self.splits[0], **main, "params": _param_counts(self.model),
+                                  "config": self.cfg.to_dict(), "config_hash": self.cfg.hash(),
+                                  "fingerprint": self.bench.fingerprint, "num_tasks": self.T,
+                                  "history": [_json_safe(h) for h in self.history]}
+        if self.cfg.eval.test:
+            result.update({f"test_{k}": v for k, v in self.books["test"].summary().items()})
+        result["wall_time_s"] = round(self.elapsed(), 3)
+        return result
+
+
+def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | None = None, *,
+                  progress: bool = False) -> dict[str, Any]:
+    """Train and evaluate all tasks (resuming from ``out_dir/checkpoints``); returns the result.json dict.
+
+    ``on_task_end(metrics, ckpt_dir)`` is called once per task after its checkpoint is written and TensorBoard
+    is flushed. Before the last call, ``out_dir/result.json`` and the TensorBoard session end are already written
+    (a Tune trial never runs code after its final report).
+    """
+    from delo.tblog import TBLogger
+
+    run = _Run(cfg, out_dir, progress)
+    out_dir = run.out_dir
+    if run.next_task >= run.T:  # already complete
+        return _finish(run, out_dir)
+    tb = TBLogger(out_dir / "tb", cfg.to_dict(), trial_id=out_dir.name)
+    try:
+        for k in range(run.next_task, run.T):
+            t0 = time.perf_counter()
+            losses = run.train(k, tb)
+            stats = run.evaluate(k)
+            metrics = run.report(k, losses, time.perf_counter() - t0)
+            run.history.append(metrics)
+            run.save(k)
+            _log_task(tb, run, k, metrics, stats)
+            if k == run.T - 1:
+                result = _finish(run, out_dir)
+                tb.session_end({key: v for key, v in metrics.items() if "final_" in key}, step=k + 1)
+            tb.flush()
+            if on_task_end is not None:
+                on_task_end(dict(metrics), run.ckpt_dir)
+            if cfg.debug.fail_at_task == k + 1:
+                raise RuntimeError(f"injected failure after task {k + 1}")
+    finally:
+        tb.close()
+    return result
+
+
+def _finish(run: _Run, out_dir: Path) -> dict[str, Any]:
+    result = run.result()
+    write_json_atomic(out_dir / "result.json", result)
+    return result
+
+
+def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
+    tb.scalars({key: v for key, v in metrics.items() if "final_" not in key}, step=k + 1)
+    for split, book in run.books.items():
+        prefix = "test" if split == "test" and split != run.splits[0] else "val"
+        tb.matrix(f"{prefix}/result_matrix", book.data["matrix"][: k + 1], k + 1, title=f"{split} after task {k + 1}")
+    tb.routing(stats, k + 1)
+
+
+def _param_counts(model) -> dict[str, int]:
+    from delo.params import count_model_parameters
+
+    counts = count_model_parameters(model)
+    return {"trainable": int(counts["trainable"]), "total": int(counts["total"])}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Command line (launch/train.py)
+
+
+def default_out_dir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def cli(config_path: str | None, overrides: list[str], out_dir: str | None) -> int:
+    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise."""
+    from delo.config import load_config
+
+    try:
+        cfg = load_config(config_path, overrides)
+        from delo.backbone import check_backbone_available
+        from delo.data import prepare_data
+
+        check_backbone_available(cfg.model.backbone)
+        prepare_data(cfg)
+        out = Path(out_dir) if out_dir else default_out_dir()
+        print(f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)", file=sys.stderr)
+        result = run_continual(cfg, out, progress=True)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    print(f"\nwrote {out / 'result.json'}")
+    return 0
