@@ -18,8 +18,8 @@ from delo.data.missing import MissingSpec, ensure_table, load_table
 from delo.data.mmimdb import read_mmimdb
 from delo.data.records import SPLITS, Benchmark, DataError, RawRecord, Sample, SessionPlan, stable_digest
 
-# (sessions, classes per session) of the built-in multi-class orders: blocks of class_idx.json
-_BLOCKS = {"food101": (10, 10), "synthetic-mc": (synthetic.MC_SESSIONS, synthetic.MC_PER_SESSION)}
+# (classes per session, sessions) of the built-in multi-class orders: consecutive blocks of class_idx.json
+_BLOCKS = {"food101": (10, 10), "synthetic-mc": (synthetic.MC_PER_SESSION, synthetic.MC_SESSIONS)}
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _read_synthetic(data: DataConfig, folder: Path, meta: dict[str, Any]) -> _Da
     if syn.kind == "mc":
         raw = read_food101(folder)
         report["skipped_no_text"] = raw.skipped_no_text
-        default = sessions.blocks(raw.class_order, *reversed(_BLOCKS["synthetic-mc"]))
+        default = sessions.blocks(raw.class_order, *_BLOCKS["synthetic-mc"])
         plan = _plan(raw.records, default, sessions_path, check=True)
         key += _key_suffix(False, False, "", sessions_path, builtin=False)
         ds = _from_records(key, "synthetic-mc", raw.records, plan, False, "", report)
@@ -172,7 +172,7 @@ def _read_real(data: DataConfig) -> _Dataset:
         else:
             raw = read_food101(root)
             records, report["skipped_no_text"] = raw.records, raw.skipped_no_text
-            default = sessions.blocks(raw.class_order, *reversed(_BLOCKS["food101"]))
+            default = sessions.blocks(raw.class_order, *_BLOCKS["food101"])
     except DataError as exc:
         if data.layout == "auto":
             raise DataError(f"{exc}\nor {manifest.manifest_layout(data.name)}") from None

@@ -5,11 +5,10 @@ Global label ids are contiguous per session in session order: session k owns [of
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
-from delo.data.records import DataError, RawRecord, Sample, SessionPlan, stable_int
+from delo.data.records import DataError, RawRecord, Sample, SessionPlan, read_json, stable_int
 
 ASSIGN_RULES = ("rarest", "first", "random")
 
@@ -50,10 +49,7 @@ def find_sessions_file(root: Path | None, configured: str | None) -> Path | None
 
 def read_sessions_file(path: Path) -> SessionPlan:
     """Parse ``{"sessions": [[names]...], "assign": ..., "samples": {id: session}}`` with clear errors."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable sessions file: {exc}") from None
+    data = read_json(path, "sessions file")
     problems: list[str] = []
     sessions = data.get("sessions") if isinstance(data, dict) else None
     if not isinstance(sessions, list) or not sessions:
