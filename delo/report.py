@@ -6,7 +6,8 @@ Reads only files (no Ray), so ``launch/summarize.py SWEEP_DIR`` rebuilds everyth
 - per trial folder: ``trial.json`` (label, variant, seed, overrides, full config; written by the trainable),
   Tune's ``result.json`` (one JSON line per task report), ``error.txt`` (Tune, on failures) and the runner's
   ``<trial folder>/<trial folder>/result.json`` (result matrices, parameter counts);
-- ``trial_status.json`` (the driver's last view: status, error reason per trial).
+- ``trial_status.yaml`` (the driver's last view: ``{"total_trials": N, "trials": {folder: {status, error, ...}}}``;
+  statuses COMPLETED, STOPPED (by ASHA), ERROR, INTERRUPTED, RUNNING, PENDING).
 
 Final tables use the test split when every completed trial stored test rows (protocol.md §7; they are never used
 for selection), else val, and say which. Mean ± sample std over seeds; n counts completed trials only.
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-STATUS_FILE = "trial_status.json"
+STATUS_FILE = "trial_status.yaml"
 TRIAL_INFO = "trial.json"
 FINAL_KEYS = ("final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle")
 PAPER_NAMES = {
@@ -107,10 +108,17 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def collect(exp_dir: str | Path) -> list[TrialRecord]:
     """One record per trial folder (and per trial the driver knew of but never started)."""
     exp = Path(exp_dir)
-    status = _read_json(exp / STATUS_FILE) or {}
+    status = (_read_yaml(exp / STATUS_FILE) or {}).get("trials", {})
     records = []
     for trial_dir in sorted(p for p in exp.iterdir() if p.is_dir() and (p / TRIAL_INFO).is_file()):
         records.append(_record(trial_dir, status.get(trial_dir.name, {})))

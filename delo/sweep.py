@@ -291,6 +291,11 @@ def load_sweep(
     if base_config is None:
         raise ConfigError(_join(path, errors))
     num_tasks = tasks_of(base_config)
+    if "://" in str(storage or spec.storage or ""):
+        raise ConfigError(
+            f"{path}: storage {storage or spec.storage!r}: use a filesystem path that every node shares (local "
+            "disk for one machine, NFS or another shared mount for a cluster); trials write their run folders there"
+        )
     root = Path(storage or spec.storage or "sweep_results")
     root = (cwd or Path.cwd()) / root if not root.is_absolute() else root
     sweep = Sweep(spec, path, base, base_config, root.resolve(), num_tasks)

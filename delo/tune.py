@@ -6,7 +6,7 @@
 - :class:`PrunedAwareOptunaSearch` tells Optuna PRUNED for trials ASHA stopped before task T.
 - :func:`build_tuner` / :func:`restore_tuner` make the grid Tuner (BasicVariantGenerator, no scheduler) or the
   search Tuner (Optuna TPE + ASHA on ``task``), with a fixed experiment name for --resume.
-- :class:`SweepProgress` is the live progress view and keeps ``trial_status.json`` up to date.
+- :class:`SweepProgress` is the live progress view and keeps ``trial_status.yaml`` up to date.
 - :func:`launch` is what ``launch/sweep.py`` calls.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import yaml
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -48,7 +49,9 @@ from delo.sweep import (
 )
 
 TRIAL_INFO = "trial.json"
-STATUS_FILE = "trial_status.json"
+STATUS_FILE = "trial_status.yaml"
+"""Not .json: Tune copies the experiment root's .json/.pkl files into its staging folder on restore and syncs
+them back up periodically, which would overwrite a fresher file with the old one."""
 RunFn = Callable[[RunConfig, Path, Callable[[dict, Path], None]], dict]
 
 
@@ -60,13 +63,17 @@ def run_trial(
     config: dict[str, Any],
     *,
     base: dict[str, Any],
+    exp_dir: str,
     resources: dict[str, float],
     run_fn: RunFn | None = None,
 ) -> None:
     """One trial: typed config, compute limits, checkpoint restore, then the continual run, reporting per task."""
-    trial_dir = Path(tune.get_context().get_trial_dir())
-    # The runner's folder sits inside the trial folder (Tune writes its own result.json there) and carries the
-    # trial folder's name: the runner names its TensorBoard hparams session group after it.
+    # get_trial_dir() is the driver-node staging folder (ray/train/_internal/storage.py), which the driver
+    # syncs to storage in the background: a file replaced during that copy fails the sync. Trials therefore
+    # write straight into their folder in the (shared) storage, next to Tune's own files.
+    trial_dir = Path(exp_dir) / Path(tune.get_context().get_trial_dir()).name
+    # The runner's folder carries the trial folder's name: the runner names its TensorBoard hparams session
+    # group after it, and Tune's result.json in the trial folder stays separate from the runner's.
     out_dir = trial_dir / trial_dir.name
     cfg = trial_run_config(base, config)
     _limit_compute(resources)
@@ -121,7 +128,8 @@ def _restore_checkpoint(checkpoint: tune.Checkpoint | None, out_dir: Path) -> No
 def make_trainable(sweep: Sweep, run_fn: RunFn | None = None):
     """The trainable with the base config bound (object store) and the spec's resources per trial."""
     res = {"cpu": sweep.spec.resources.cpu, "gpu": sweep.spec.resources.gpu}
-    fn = tune.with_parameters(run_trial, base=sweep.base, resources=res, run_fn=run_fn)
+    fn = tune.with_parameters(run_trial, base=sweep.base, exp_dir=str(sweep.experiment_dir), resources=res,
+                              run_fn=run_fn)
     return tune.with_resources(fn, res)
 
 
@@ -254,7 +262,7 @@ def restore_tuner(sweep: Sweep, run_fn: RunFn | None = None) -> tune.Tuner:
 
 class SweepProgress(tune.Callback):
     """Readable live progress: one line per trial start/finish/error and a periodic summary, best final_ap
-    so far; keeps ``trial_status.json`` (status, task, final metrics, error reason per trial folder).
+    so far; keeps ``trial_status.yaml`` (status, task, final metrics, error reason per trial folder).
 
     Stateless across restores (Tune pickles callbacks into the experiment): everything is recomputed from the
     ``trials`` list Tune passes in.
@@ -265,14 +273,14 @@ class SweepProgress(tune.Callback):
         self.exp_dir = exp_dir
         self.num_tasks = num_tasks
         self.interval_s = interval_s
-        self._start = time.time()
-        self._last_print = 0.0
-        self._last_snapshot: str = ""
+        self.setup()
 
     def setup(self, **info) -> None:
         self._start = time.time()
         self._last_print = 0.0
-        self._last_snapshot = ""
+        self._last_written = ""
+        self._live: dict[str, str] = {}  # trial folder -> Tune status at the last step
+        self._total = info.get("total_num_samples")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._say(f"start  {_trial_name(trial)}")
@@ -294,17 +302,27 @@ class SweepProgress(tune.Callback):
         self._say(f"retry  {_trial_name(trial)} (failure {trial.num_failures}): {error_reason(trial.error_file)}")
 
     def on_step_end(self, iteration, trials, **info) -> None:
-        snapshot = self._snapshot(trials)
-        changed = json.dumps(snapshot, sort_keys=True, default=str)
-        if changed != self._last_snapshot:
-            self._last_snapshot = changed
-            _write_json(Path(self.exp_dir) / STATUS_FILE, snapshot)
+        self._write(self._snapshot(trials))
+        self._live = {_trial_name(t): t.status for t in trials}
         if time.time() - self._last_print >= self.interval_s:
             self._say(self._summary(trials))
 
     def on_experiment_end(self, trials, **info) -> None:
-        _write_json(Path(self.exp_dir) / STATUS_FILE, self._snapshot(trials))
+        # An interrupt (SIGINT) ends the loop and Tune then marks running trials TERMINATED; they were live at
+        # the last step and have no final_ap: they are INTERRUPTED (restored as pending by --resume).
+        snapshot = self._snapshot(trials)
+        for name, entry in snapshot.items():
+            if entry["status"] == "STOPPED" and self._live.get(name) in (Trial.RUNNING, Trial.PENDING, Trial.PAUSED):
+                entry["status"] = "INTERRUPTED"
+        self._write(snapshot)
         self._say(self._summary(trials))
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        data = {"total_trials": self._total, "trials": snapshot}
+        text = json.dumps(data, sort_keys=True, default=str)
+        if text != self._last_written:
+            self._last_written = text
+            _write_yaml(Path(self.exp_dir) / STATUS_FILE, data)
 
     def _snapshot(self, trials) -> dict[str, Any]:
         out = {}
@@ -351,6 +369,13 @@ class SweepProgress(tune.Callback):
 def _trial_name(trial: Trial) -> str:
     path = trial.local_path or trial.path
     return Path(path).name if path else str(trial)
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -465,10 +490,15 @@ def launch(
     dashboard_port: int = 8265,
     num_cpus: int | None = None,
     run_fn: RunFn | None = None,
+    check_inputs: bool = True,
     progress_interval_s: float = 20.0,
 ) -> int:
     """Run (or resume, or dry-run) a sweep. Returns the exit status: 0 ok, 1 trials failed, 2 bad input,
-    130 interrupted (resume with --resume)."""
+    130 interrupted (resume with --resume).
+
+    ``run_fn`` replaces ``delo.train.run_continual`` in the trials and ``check_inputs=False`` skips the driver's
+    data preparation and backbone check (both for tests of the Tune mechanics with a fake runner).
+    """
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -485,7 +515,8 @@ def launch(
                 f"{exp} already holds a sweep named {sweep.name!r}. Pass --resume to continue it, or choose "
                 "another --storage (or spec name) to start a new one; nothing was changed."
             )
-        prepare_inputs(sweep)
+        if check_inputs:
+            prepare_inputs(sweep)
         print(start_ray(address, dashboard_port, num_cpus), flush=True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -511,12 +542,14 @@ def finish(sweep: Sweep) -> int:
     """Write the report and turn the trial statuses into an exit status."""
     exp = sweep.experiment_dir
     paths = write_report(exp)
-    status = json.loads((exp / STATUS_FILE).read_text()) if (exp / STATUS_FILE).is_file() else {}
-    states = [s["status"] for s in status.values()]
+    status = yaml.safe_load((exp / STATUS_FILE).read_text()) if (exp / STATUS_FILE).is_file() else {}
+    trials = status.get("trials", {})
+    states = [s["status"] for s in trials.values()]
     print("results: " + ", ".join(str(p) for p in paths))
-    unfinished = [s for s in states if s not in ("COMPLETED", "STOPPED", Trial.ERROR)]
+    unfinished = sum(s not in ("COMPLETED", "STOPPED", Trial.ERROR) for s in states)
+    unfinished += max(0, (status.get("total_trials") or 0) - len(states))
     if unfinished:
-        print(f"interrupted with {len(unfinished)} trial(s) unfinished: rerun the same command with --resume")
+        print(f"interrupted with {unfinished} trial(s) unfinished: rerun the same command with --resume")
         return 130
     if Trial.ERROR in states:
         print(f"{states.count(Trial.ERROR)} trial(s) failed; see the 'Failed trials' section of results.md")

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
-def ray_session():
+def _start_ray(temp: str) -> str:
     import ray
 
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     ray.init(
         num_cpus=2,
         num_gpus=0,
@@ -31,9 +29,27 @@ def ray_session():
         _temp_dir=temp,
     )
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray.get_runtime_context().gcs_address
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
+def _ray_temp():
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    yield temp
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_session(_ray_temp) -> str:
+    """The GCS address of the shared Ray; started on first use (again if a slow multi-node test stopped it)."""
+    import ray
+
+    if not ray.is_initialized():
+        _start_ray(_ray_temp)
+    return ray.get_runtime_context().gcs_address
 
 
 def fake_score(cfg, task: int, on: int) -> float:
@@ -41,9 +57,15 @@ def fake_score(cfg, task: int, on: int) -> float:
     return 40 + 0.5 * cfg.model.E + cfg.model.r + 10 * cfg.loss.lambda1 + cfg.seed - 3 * (task - on)
 
 
-def fake_run(cfg, out_dir: Path, on_task_end=None) -> dict:
-    """The run_continual contract in miniature (no model): resumes from out_dir/checkpoints/state.json."""
+def fake_run(cfg, out_dir: Path, on_task_end=None, task_seconds: float = 0.05) -> dict:
+    """The run_continual contract in miniature (no model): resumes from out_dir/checkpoints/state.json.
+
+    Every call appends a line to out_dir/invocations.txt, so tests can tell reruns from resumes.
+    """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "invocations.txt").open("a") as fh:
+        fh.write(f"{time.time()}\n")
     ckpt = out_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     state_file = ckpt / "state.json"
@@ -52,7 +74,7 @@ def fake_run(cfg, out_dir: Path, on_task_end=None) -> dict:
     state["runs"] += 1
     matrix = [[None] * T for _ in range(T)]
     for k in range(state["next_task"], T):
-        time.sleep(0.05)
+        time.sleep(task_seconds)
         if cfg.debug.nan_at_step is not None:
             raise FloatingPointError(f"loss is NaN at step {cfg.debug.nan_at_step} (task {k + 1})")
         for j in range(k + 1):
@@ -76,3 +98,25 @@ def fake_run(cfg, out_dir: Path, on_task_end=None) -> dict:
         if cfg.debug.fail_at_task == k + 1:
             raise RuntimeError(f"injected failure after task {k + 1}")
     return json.loads((out_dir / "result.json").read_text())
+
+
+def slow_fake_run(cfg, out_dir, on_task_end=None) -> dict:
+    """fake_run at about 1 s per task (room to interrupt a sweep mid-trial)."""
+    return fake_run(cfg, out_dir, on_task_end, task_seconds=1.0)
+
+
+def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
+    """A spec file in ``folder`` whose base is the shipped tiny_test profile (absolute path)."""
+    profile = Path(__file__).resolve().parents[2] / "sweeps" / "profiles" / "tiny_test.yaml"
+    path = folder / name
+    path.write_text(f"base: {{file: {profile}}}\n" + text)
+    return path
+
+
+@pytest.fixture
+def fakes():
+    """The helpers above (test modules cannot import a conftest by name reliably)."""
+    import types
+
+    return types.SimpleNamespace(fake_run=fake_run, slow_fake_run=slow_fake_run, write_spec=write_spec,
+                                 fake_score=fake_score, path=Path(__file__))

@@ -45,9 +45,9 @@ def _exp(tmp_path, table="rank_factor"):
     _trial(exp, "E16-r2_s1_00001", 16, 2, 1, 62.0)
     _trial(exp, "E16-r4_s0_00002", 16, 4, 0, 70.0)
     _trial(exp, "E16-r4_s1_00003", 16, 4, 1, None, tasks=2, error=True)
-    (exp / "trial_status.json").write_text(json.dumps({
+    (exp / "trial_status.yaml").write_text(json.dumps({"total_trials": 5, "trials": {
         "E16-r4_s1_00003": {"status": "ERROR", "error": "FloatingPointError: loss is NaN at step 5", "num_failures": 3},
-        "E32-r8_s0_00004": {"status": "PENDING", "trial_id": "x_00004"}}))
+        "E32-r8_s0_00004": {"status": "PENDING", "trial_id": "x_00004"}}}))
     return exp
 
 
@@ -90,7 +90,7 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
     _trial(exp, "E8_r2_s0_00000", 8, 2, 0, 55.0, test=False)
     _trial(exp, "E16_r4_s0_00001", 16, 4, 0, 65.0, test=False)
     _trial(exp, "E4_r1_s0_00002", 4, 1, 0, None, tasks=2)
-    (exp / "trial_status.json").write_text(json.dumps({"E4_r1_s0_00002": {"status": "STOPPED"}}))
+    (exp / "trial_status.yaml").write_text(json.dumps({"trials": {"E4_r1_s0_00002": {"status": "STOPPED"}}}))
     paths = write_report(exp)
     md = (exp / "results.md").read_text()
     assert "Split in the tables: **val**" in md

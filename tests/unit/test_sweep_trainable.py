@@ -43,8 +43,9 @@ class FakeContext:
 def fake_tune(monkeypatch, tmp_path):
     reports = []
     box = {"checkpoint": None, "n": 0}
-    trial_dir = tmp_path / "E16-r2_s0_abc_00000"
-    trial_dir.mkdir()
+    staging = tmp_path / "staging" / "E16-r2_s0_abc_00000"  # what get_trial_dir() returns
+    staging.mkdir(parents=True)
+    trial_dir = tmp_path / "exp" / staging.name  # where the trial writes (storage)
     stored = tmp_path / "stored"
 
     def report(metrics, *, checkpoint=None):
@@ -55,7 +56,7 @@ def fake_tune(monkeypatch, tmp_path):
         reports.append((metrics, dest))
 
     monkeypatch.setattr(ray_tune, "report", report)
-    monkeypatch.setattr(ray_tune, "get_context", lambda: FakeContext(trial_dir))
+    monkeypatch.setattr(ray_tune, "get_context", lambda: FakeContext(staging))
     monkeypatch.setattr(ray_tune, "get_checkpoint", lambda: box["checkpoint"])
     return reports, box, trial_dir
 
@@ -69,7 +70,8 @@ def _grid_config(sweep):
 def test_trial_reports_each_task_with_checkpoint(fake_tune):
     reports, _, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
-    dtune.run_trial(_grid_config(sweep), base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    dtune.run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1},
+                    run_fn=fake_run)
     assert [m["task"] for m, _ in reports] == [1, 2, 3]
     assert all("ap_seen" in m for m, _ in reports)
     assert ["final_ap" in m for m, _ in reports] == [False, False, True]
@@ -80,25 +82,26 @@ def test_trial_reports_each_task_with_checkpoint(fake_tune):
 
 
 def test_trial_resumes_from_tune_checkpoint(fake_tune):
-    reports, box, _trial_dir = fake_tune
+    reports, box, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
     config = _grid_config(sweep)
-    dtune.run_trial(config, base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    dtune.run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fake_run)
     # Retry after task 1: Tune hands back the task-1 checkpoint; stale runner files must not win.
     box["checkpoint"] = ray_tune.Checkpoint.from_directory(str(reports[0][1]))
     reports.clear()
-    dtune.run_trial(config, base=sweep.base, resources={"cpu": 1}, run_fn=fake_run)
+    dtune.run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fake_run)
     assert [m["task"] for m, _ in reports] == [2, 3]
 
 
-def test_report_without_metric_is_an_error(fake_tune):
+def test_report_without_metric_is_an_error(fake_tune, tmp_path):
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=2"])
 
     def bad_run(cfg, out_dir, on_task_end):
         on_task_end({"task": 1, "acc": 1.0}, Path(out_dir))
 
     with pytest.raises(KeyError, match="ap_seen"):
-        dtune.run_trial(_grid_config(sweep), base=sweep.base, resources={"cpu": 1}, run_fn=bad_run)
+        dtune.run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(tmp_path), resources={"cpu": 1},
+                        run_fn=bad_run)
 
 
 def test_launch_bad_spec_exits_2_and_writes_nothing(tmp_path, capsys):
