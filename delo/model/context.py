@@ -49,6 +49,9 @@ class RoutingStats:
     """Routing statistics summed over forwards while enabled (paper Fig. 4b and Fig. 5); kept on the device."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.selection: dict[str, Tensor] = {}  # site -> (T, 2 [A, B], 2 [v, t], E) selection counts
         self.cos_sum: dict[str, Tensor] = {}  # query site -> sum of cos(q_v, q_t) over complete samples
         self.cos_count: dict[str, Tensor] = {}
@@ -84,7 +87,7 @@ class RoutingStats:
                 if float(self.cos_count[k]) > 0
             },
         }
-        self.__init__()
+        self.reset()
         return out
 
 
@@ -110,6 +113,8 @@ class RoutingContext:
     queries: list[Tensor] = field(default_factory=list)  # raw (B, 2, d) per query site, in call order
     query_sites: list[str] = field(default_factory=list)
     stats: RoutingStats | None = None
+    # id(SiteGroup) -> (its input, the per-site deltas not yet taken by their linears)
+    group_deltas: dict = field(default_factory=dict)
     _cache_input: Tensor | None = None
     _cache: QuerySite | None = None
 

@@ -21,7 +21,7 @@ from transformers import ViltModel
 from delo.config import ModelConfig
 from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
 from delo.model.inject import inject
-from delo.model.layer import DeLoLinear
+from delo.model.layer import DeLoLinear, group_by_input
 from delo.model.task_keys import TaskKeyMemory
 
 
@@ -72,6 +72,8 @@ class DeLoModel(nn.Module):
             vilt, cfg.targets, lambda name, linear: DeLoLinear(linear, name, self._slot, cfg)
         )
         self._sites: list[DeLoLinear] = [vilt.get_submodule(n) for n in self.site_names]
+        if cfg.variant != "delo_lora":
+            group_by_input(self._sites)
         self.hidden = vilt.config.hidden_size
         self.heads = nn.ModuleList()
         self.tkm = TaskKeyMemory(self.hidden)

@@ -21,12 +21,52 @@ from delo.model.experts import (
     route,
     selection_counts,
     slot_weights,
+    stack_pools,
 )
 
 
-def _stacked(tensors: list[Tensor]) -> Tensor:
-    """(T, ...) view of per-task tensors; a single task is a view, not a copy (the training path)."""
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+class SiteGroup:
+    """Wrapped linears fed the same input (q, k, v of one layer): one routing and one composition for all.
+
+    They share the routing queries (method.md §3), so their routers, gathers and factor products batch into
+    single ops. The first member called in a forward computes every member's delta and the others pick theirs
+    up; a member called with a different input tensor recomputes, so grouping changes speed, never results.
+    """
+
+    def __init__(self, sites: list[DeLoLinear]) -> None:
+        self.sites = sites
+
+    def delta(self, site: DeLoLinear, x: Tensor, ctx: RoutingContext, queries: QuerySite) -> Tensor:
+        member = next(i for i, s in enumerate(self.sites) if s is site)
+        entry = ctx.group_deltas.get(id(self))
+        if entry is None or entry[0] is not x or entry[1][member] is None:
+            entry = ctx.group_deltas[id(self)] = (x, self._compute(x, ctx, queries))
+        delta, entry[1][member] = entry[1][member], None  # handed over: the context must not keep it alive
+        return delta
+
+    def _compute(self, x: Tensor, ctx: RoutingContext, queries: QuerySite) -> list[Tensor]:
+        lead = self.sites[0]
+        pools = stack_pools([[site.pools[k] for k in ctx.pool_tasks] for site in self.sites])
+        routing = route(queries.guided, pools, ctx.pool_index, lead.r, lead.gate)
+        if ctx.records:
+            counts = selection_counts(routing, ctx.pool_index, len(ctx.pool_tasks), lead.E)  # (G, T, 2, 2, E)
+            for site, site_counts in zip(self.sites, counts):
+                ctx.stats.add_selection(site.site, ctx.pool_tasks.start, site_counts)
+        a_sel, b_sel = gather_factors(pools, routing, ctx.pool_index)
+        weight = slot_weights(routing, lead.scale)  # (B, G*2r)
+        deltas = compose_delta(x, a_sel, b_sel, weight, ctx.scope)  # (B, G, S, d_out)
+        return list(deltas.unbind(1))  # G x (B, S, d_out)
+
+
+def group_by_input(sites: list[DeLoLinear]) -> None:
+    """Group linears fed by the same module (q, k, v of one layer) and of equal shape into shared SiteGroups."""
+    groups: dict[tuple, list[DeLoLinear]] = {}
+    for site in sites:
+        groups.setdefault((site.query_site, site.in_features, site.out_features), []).append(site)
+    for members in groups.values():
+        group = SiteGroup(members)
+        for site in members:
+            site.group = group
 
 
 class DeLoLinear(nn.Module):
@@ -44,6 +84,7 @@ class DeLoLinear(nn.Module):
         self.E, self.r, self.gate = cfg.E, cfg.r, cfg.gate
         self.scale = cfg.alpha / cfg.r
         self.pools = nn.ModuleList()
+        self.group = SiteGroup([self])  # the model regroups linears that share an input
         self._slot = slot  # shared with the model; a plain attribute, not a submodule
 
     def add_task(self) -> nn.Module:
@@ -70,32 +111,19 @@ class DeLoLinear(nn.Module):
         if self.variant == "delo_lora":
             delta = self._lora_delta(x, ctx)
         else:
-            delta = self._routed_delta(x, ctx, queries)
+            delta = self.group.delta(self, x, ctx, queries)
         return result + delta.to(result.dtype)
-
-    def _routed_delta(self, x: Tensor, ctx: RoutingContext, queries: QuerySite) -> Tensor:
-        pools = [self.pools[k] for k in ctx.pool_tasks]
-        a, b, w_a, w_b, m_map = (
-            _stacked([getattr(p, n) for p in pools]) for n in ("A", "B", "W_A", "W_B", "M")
-        )
-        routing = route(queries.guided, w_a, w_b, m_map, ctx.pool_index, self.r, self.gate)
-        if ctx.records:
-            counts = selection_counts(routing, ctx.pool_index, len(pools), self.E)
-            ctx.stats.add_selection(self.site, ctx.pool_tasks.start, counts)
-        a_sel, b_sel = gather_factors(a, b, routing, ctx.pool_index, pools[0].table_index)
-        weight = slot_weights(routing, self.scale, x.shape[0], self.r, x.device, a_sel.dtype)
-        return compose_delta(x, a_sel, b_sel, weight, ctx.scope)
 
     def _lora_delta(self, x: Tensor, ctx: RoutingContext) -> Tensor:
         if ctx.uniform_task is not None:
             pool = self.pools[ctx.uniform_task]
             z = F.linear(x, pool.A) * self.scale  # (B, S, r)
             return z @ pool.B  # (B, S, r) @ (r, d_out) -> (B, S, d_out)
-        pools = [self.pools[k] for k in ctx.pool_tasks]
-        a_sel = _stacked([p.A for p in pools])[ctx.pool_index]  # (T, r, d_in) -> (B, r, d_in)
-        b_sel = _stacked([p.B for p in pools])[ctx.pool_index]  # (T, r, d_out) -> (B, r, d_out)
+        stacked = [self.pools[k] for k in ctx.pool_tasks]
+        a_sel = torch.stack([p.A for p in stacked])[ctx.pool_index]  # (T, r, d_in) -> (B, r, d_in)
+        b_sel = torch.stack([p.B for p in stacked])[ctx.pool_index]  # (T, r, d_out) -> (B, r, d_out)
         weight = a_sel.new_full((x.shape[0], self.r), self.scale)  # (B, r)
-        return compose_delta(x, a_sel, b_sel, weight)
+        return compose_delta(x, a_sel, b_sel[:, None], weight)[:, 0]  # (B, 1, S, d_out) -> (B, S, d_out)
 
     def extra_repr(self) -> str:
         return f"site={self.site}, variant={self.variant}, E={self.E}, r={self.r}, tasks={len(self.pools)}"

@@ -134,11 +134,11 @@ def test_consistency_vanishes_when_proxy_and_true_routing_agree():
             for tensor in (pool.A, pool.B, pool.W_A, pool.W_B, pool.M):
                 tensor[1] = tensor[0]
     loss = compute_loss(model, _batch(), 0, LossConfig())
-    assert loss.con.abs() < 1e-10
+    assert loss.con.abs() < 1e-6  # float rounding only: the two passes sum the slots in another order
     with torch.no_grad():
         for site in model.sites:
             torch.nn.init.normal_(site.pools[0].B[1], std=0.5)
-    assert compute_loss(model, _batch(), 0, LossConfig()).con > 1e-6
+    assert compute_loss(model, _batch(), 0, LossConfig()).con > 1e-4
 
 
 def test_labels_outside_the_task_are_refused():

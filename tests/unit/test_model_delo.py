@@ -8,6 +8,7 @@ from transformers import ViltConfig, ViltModel
 from delo.config import LossConfig, ModelConfig
 from delo.losses import compute_loss
 from delo.model import DeLoModel
+from delo.model.layer import SiteGroup
 
 TEXT_LEN = 8
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
@@ -301,3 +302,23 @@ def test_routing_stats_count_selections_and_reset():
         )
         assert stats["query_cos"][site] == pytest.approx(float(cos), abs=1e-6)
     assert model.routing_stats() == {"selection": {}, "query_cos": {}}
+
+
+def test_grouped_sites_match_site_by_site_routing():
+    model = _model(tasks=2, gate="weighted", delta_scope="own_tokens")
+    for k in range(2):
+        _randomize_b(model, k)
+    q, k, v = (
+        model.vilt.get_submodule(f"encoder.layer.0.attention.attention.{n}")
+        for n in ("query", "key", "value")
+    )
+    assert q.group is k.group is v.group and len(q.group.sites) == 3
+    batch = _batch(tasks=(0, 1, 1, 0))
+    with torch.no_grad():
+        torch.manual_seed(4)
+        grouped = model(batch, "oracle").scores
+        for site in model.sites:
+            site.group = SiteGroup([site])
+        torch.manual_seed(4)
+        single = model(batch, "oracle").scores
+    torch.testing.assert_close(grouped, single, atol=1e-6, rtol=1e-6)

@@ -15,18 +15,20 @@ from delo.model.experts import (
     route,
     selection_counts,
     slot_weights,
+    stack_pools,
 )
 
 E, R, D_IN, D_OUT = 6, 3, 10, 7
 
 
-def _stacked_pools(tasks=2, shared=False, seed=0):
+def _pool_grid(sites=1, tasks=2, shared=False, seed=0):
+    """grid[g][t]: FactorPool of site g, task t, with non-zero B so the delta is not trivially zero."""
     torch.manual_seed(seed)
-    pools = [FactorPool(D_IN, D_OUT, E, shared_table=shared) for _ in range(tasks)]
-    for pool in pools:  # non-zero B so the delta is not trivially zero
-        torch.nn.init.normal_(pool.B)
-    stack = {n: torch.stack([getattr(p, n) for p in pools]) for n in ("A", "B", "W_A", "W_B", "M")}
-    return pools, stack
+    grid = [[FactorPool(D_IN, D_OUT, E, shared_table=shared) for _ in range(tasks)] for _ in range(sites)]
+    for row in grid:
+        for pool in row:
+            torch.nn.init.normal_(pool.B)
+    return grid
 
 
 def test_init_follows_the_table():
@@ -45,76 +47,74 @@ def test_init_follows_the_table():
 
 
 def test_selection_follows_method_steps():
-    _, st = _stacked_pools(tasks=1)
+    pool = _pool_grid(tasks=1)[0][0]
+    stacked = stack_pools([[pool]])
     q = torch.randn(5, 2, D_IN)
     index = torch.zeros(5, dtype=torch.long)
-    routing = route(q, st["W_A"], st["W_B"], st["M"], index, R, "ste")
-    p_a = torch.einsum("bmd,med->bme", q, st["W_A"][0]).softmax(-1)
+    routing = route(q, stacked, index, R, "ste")
+    a_idx, b_idx = routing.a_idx[:, 0], routing.b_idx[:, 0]  # the only site: (B, 2, r)
+    p_a = torch.einsum("bmd,med->bme", q, pool.W_A).softmax(-1)
     top_a = p_a.topk(R, dim=-1)
-    assert torch.equal(routing.a_idx, top_a.indices)
-    assert (p_a.gather(-1, routing.a_idx).diff(dim=-1) <= 0).all()  # descending order
-    g_a = torch.zeros_like(p_a).scatter(-1, routing.a_idx, 1.0)
-    s_b = torch.einsum("bmd,med->bme", q, st["W_B"][0]).softmax(-1) + (
-        g_a.unsqueeze(-2) @ st["M"][0]
-    ).squeeze(-2).softmax(-1)
-    assert torch.equal(routing.b_idx, s_b.topk(R, dim=-1).indices)
-    assert torch.equal(routing.gamma, torch.ones(5, 2, R))  # ste: exactly 1 forward
-    hard = route(q, st["W_A"], st["W_B"], st["M"], index, R, "hard")
-    assert (
-        hard.gamma is None
-        and torch.equal(hard.a_idx, routing.a_idx)
-        and torch.equal(hard.b_idx, routing.b_idx)
-    )
-    weighted = route(q, st["W_A"], st["W_B"], st["M"], index, R, "weighted")
+    assert torch.equal(a_idx, top_a.indices)
+    assert (p_a.gather(-1, a_idx).diff(dim=-1) <= 0).all()  # descending order
+    g_a = torch.zeros_like(p_a).scatter(-1, a_idx, 1.0)
+    g_a_m = (g_a.unsqueeze(-2) @ pool.M).squeeze(-2)  # (B, 2, 1, E) @ (2, E, E) -> (B, 2, E)
+    s_b = torch.einsum("bmd,med->bme", q, pool.W_B).softmax(-1) + g_a_m.softmax(-1)
+    assert torch.equal(b_idx, s_b.topk(R, dim=-1).indices)
+    assert torch.equal(routing.gamma, torch.ones(5, 1, 2, R))  # ste: exactly 1 forward
+    hard = route(q, stacked, index, R, "hard")
+    assert hard.gamma is None
+    assert torch.equal(hard.a_idx, routing.a_idx) and torch.equal(hard.b_idx, routing.b_idx)
+    weighted = route(q, stacked, index, R, "weighted")
     p_hat = top_a.values / top_a.values.sum(-1, keepdim=True)
     s_top = s_b.topk(R, dim=-1).values
     expected = (R * p_hat) * (R * s_top / s_top.sum(-1, keepdim=True))
-    torch.testing.assert_close(weighted.gamma, expected)
+    torch.testing.assert_close(weighted.gamma[:, 0], expected)
 
 
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("own_tokens", [False, True])
 def test_batched_delta_equals_sum_of_outer_products(shared, own_tokens):
-    _, st = _stacked_pools(tasks=3, shared=shared)
+    grid = _pool_grid(sites=2, tasks=3, shared=shared)
+    stacked = stack_pools(grid)
     batch, tokens, text_len, scale = 4, 9, 5, 8.0 / R
     x = torch.randn(batch, tokens, D_IN)
     q = torch.randn(batch, 2, D_IN)
     index = torch.tensor([2, 0, 1, 2])  # mixed tasks in one batch
-    table_index = torch.tensor([0, 0 if shared else 1])
-    routing = route(q, st["W_A"], st["W_B"], st["M"], index, R, "weighted")
-    a_sel, b_sel = gather_factors(st["A"], st["B"], routing, index, table_index)
-    weight = slot_weights(routing, scale, batch, R, x.device, x.dtype)
+    routing = route(q, stacked, index, R, "weighted")
+    a_sel, b_sel = gather_factors(stacked, routing, index)
     scope = None
     if own_tokens:
         is_image = (torch.arange(tokens) >= text_len).float()
         scope = torch.stack([is_image, 1 - is_image], -1)[None, :, :, None]
-    delta = compose_delta(x, a_sel, b_sel, weight, scope)
+    delta = compose_delta(x, a_sel, b_sel, slot_weights(routing, scale), scope)
+    assert delta.shape == (batch, 2, tokens, D_OUT)
 
     for b in range(batch):
-        for s in range(tokens):
-            expected = torch.zeros(D_OUT)
+        for g in range(2):
+            pool = grid[g][int(index[b])]
+            update = torch.zeros(tokens, D_OUT, D_IN)  # per-token d_out x d_in matrix, explicit on purpose
             for m in range(2):
-                # own_tokens: the vision delta on image tokens only, the text delta on text tokens only
-                if own_tokens and (m == 0) != (s >= text_len):
-                    continue
-                table = table_index[m]
+                table = 0 if shared else m
                 for i in range(R):
-                    a = st["A"][index[b], table, routing.a_idx[b, m, i]]
-                    bb = st["B"][index[b], table, routing.b_idx[b, m, i]]
-                    expected += scale * routing.gamma[b, m, i] * torch.outer(bb, a) @ x[b, s]
-            torch.testing.assert_close(delta[b, s], expected.detach(), atol=1e-5, rtol=1e-5)
+                    a = pool.A[table, routing.a_idx[b, g, m, i]]
+                    bb = pool.B[table, routing.b_idx[b, g, m, i]]
+                    outer = scale * routing.gamma[b, g, m, i] * torch.outer(bb, a)
+                    # own_tokens: the vision delta on image tokens only, the text delta on text tokens only
+                    on = torch.ones(tokens) if not own_tokens else scope[0, :, m, 0]
+                    update += on[:, None, None] * outer
+            expected = torch.einsum("soi,si->so", update, x[b])  # (S, d_out, d_in) x (S, d_in) -> (S, d_out)
+            torch.testing.assert_close(delta[b, g], expected.detach(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("gate, has_grad", [("ste", True), ("weighted", True), ("hard", False)])
 def test_router_gradient_by_gate(gate, has_grad):
-    pools, _ = _stacked_pools(tasks=1)
-    pool = pools[0]
-    stack = {n: getattr(pool, n).unsqueeze(0) for n in ("A", "B", "W_A", "W_B", "M")}
+    pool = _pool_grid(tasks=1)[0][0]
+    stacked = stack_pools([[pool]])
     x, q, index = torch.randn(3, 4, D_IN), torch.randn(3, 2, D_IN), torch.zeros(3, dtype=torch.long)
-    routing = route(q, stack["W_A"], stack["W_B"], stack["M"], index, R, gate)
-    a_sel, b_sel = gather_factors(stack["A"], stack["B"], routing, index, pool.table_index)
-    weight = slot_weights(routing, 2.0, 3, R, x.device, x.dtype)
-    compose_delta(x, a_sel, b_sel, weight).pow(2).sum().backward()
+    routing = route(q, stacked, index, R, gate)
+    a_sel, b_sel = gather_factors(stacked, routing, index)
+    compose_delta(x, a_sel, b_sel, slot_weights(routing, 2.0)).pow(2).sum().backward()
     for name in ("W_A", "W_B", "M"):
         grad = getattr(pool, name).grad
         if has_grad:
@@ -135,12 +135,12 @@ def test_guide_table():
 
 def test_selection_counts():
     routing = Routing(
-        a_idx=torch.tensor([[[0, 1], [2, 3]], [[1, 0], [3, 2]]]),
-        b_idx=torch.tensor([[[4, 5], [0, 1]], [[4, 1], [0, 5]]]),
+        a_idx=torch.tensor([[[0, 1], [2, 3]], [[1, 0], [3, 2]]])[:, None],  # (B=2, G=1, 2, r=2)
+        b_idx=torch.tensor([[[4, 5], [0, 1]], [[4, 1], [0, 5]]])[:, None],
         gamma=None,
     )
     counts = selection_counts(routing, torch.tensor([0, 1]), num_stacked=2, E=6)
-    assert counts.shape == (2, 2, 2, 6)
-    assert counts[0, 0, 0].tolist() == [1, 1, 0, 0, 0, 0]  # task 0, A, vision
-    assert counts[1, 1, 1].tolist() == [1, 0, 0, 0, 0, 1]  # task 1, B, text
+    assert counts.shape == (1, 2, 2, 2, 6)
+    assert counts[0, 0, 0, 0].tolist() == [1, 1, 0, 0, 0, 0]  # task 0, A, vision
+    assert counts[0, 1, 1, 1].tolist() == [1, 0, 0, 0, 0, 1]  # task 1, B, text
     assert int(counts.sum()) == 2 * 2 * 2 * 2
