@@ -18,22 +18,22 @@ from torch import Tensor
 MODES = ("train", "proxy", "agnostic", "oracle")
 """Public forward modes; the model also uses the internal mode ``keys`` (expert-free pass up to the TKM site)."""
 
-# Query index per (missing code, pool): 0 = q_v, 1 = q_t. Rows: complete, text missing, image missing; columns:
-# vision pool, text pool. A missing modality borrows the present one's query (method.md §4).
-_GUIDE = torch.tensor([[0, 1], [0, 0], [1, 1]])
-_OWN = torch.tensor([0, 1])  # no_guide: each pool routed by its own modality's query
-_SWAPPED = torch.tensor([1, 0])  # proxy pass: vision pools by q_t, text pools by q_v (method.md §8, L_con)
-
 
 def guide_index(missing: Tensor, mode: str, variant: str) -> Tensor:
-    """(B,) missing codes -> (B, 2) long: which raw query routes the vision pool (col 0) and text pool (col 1)."""
+    """(B,) missing codes -> (B, 2) long: which raw query (0 = q_v, 1 = q_t) routes the vision pool (column 0)
+    and the text pool (column 1).
+
+    Cross-modal guide (method.md §4): a missing modality borrows the present one's query, so text missing
+    (code 1) gives (q_v, q_v) and image missing (code 2) gives (q_t, q_t). ``no_guide`` keeps (q_v, q_t); the
+    proxy pass of L_con swaps them to (q_t, q_v). Built on the codes' device, without a host table.
+    """
     if mode == "proxy":
-        table = _SWAPPED.expand(missing.shape[0], 2)
+        vision, text = torch.ones_like(missing), torch.zeros_like(missing)
     elif variant == "no_guide":
-        table = _OWN.expand(missing.shape[0], 2)
+        vision, text = torch.zeros_like(missing), torch.ones_like(missing)
     else:
-        return _GUIDE.to(missing.device)[missing]
-    return table.to(missing.device)
+        vision, text = (missing == 2).long(), (missing != 1).long()
+    return torch.stack([vision, text], dim=1)  # (B, 2)
 
 
 @dataclass(eq=False)
