@@ -315,10 +315,12 @@ def _table_components(records, split) -> list[str]:
     for recs in groups(records).values():
         v = recs[0].cfg("model.variant", recs[0].variant)
         E, r = recs[0].cfg("model.E"), recs[0].cfg("model.r")
-        name = PAPER_NAMES.get(v, recs[0].label)
-        name += f" (E={E}, r={r})" if v == "delo" else f" (r={r})" if v == "delo_lora" else ""
+        if recs[0].variant in PAPER_NAMES:  # a spec variant named after a paper row
+            name = PAPER_NAMES[v] + (f" (E={E}, r={r})" if v == "delo" else f" (r={r})" if v == "delo_lora" else "")
+        else:
+            name = f"{recs[0].label} ({v})"
         out.append(f"| {name} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {_n(recs)} | "
-                   f"{_paper(PAPER['components'].get(v))} |")
+                   f"{_paper(PAPER['components'].get(v) if recs[0].variant in PAPER_NAMES else None)} |")
     return out + ["", PAPER_NOTE]
 
 
@@ -477,9 +479,9 @@ def _bar_chart(bars: list[tuple[str, float, float, float, float]], title: str):
     from PIL import Image, ImageDraw
 
     gw, h, left, top, bottom = 90, 260, 40, 30, 80
-    img = Image.new("RGB", (left + gw * max(len(bars), 1) + 20, top + h + bottom), "white")
+    img = Image.new("RGB", (max(420, left + gw * max(len(bars), 1) + 20), top + h + bottom), "white")
     d = ImageDraw.Draw(img)
-    d.text((left, 8), title + "  (blue AP, orange FG)", fill="black", font=_font())
+    d.text((10, 8), title + "  (blue AP, orange FG, ±std)", fill="black", font=_font())
     peak = max([100.0] + [b[1] + b[2] for b in bars] + [b[3] + b[4] for b in bars])
     y = lambda v: top + h - int(h * max(v, 0) / peak)
     d.line((left, top + h, left + gw * len(bars), top + h), fill="black")

@@ -49,6 +49,8 @@ from delo.sweep import (
 )
 
 TRIAL_INFO = "trial.json"
+RUNNER_CHECKPOINTS = "checkpoints"
+"""= delo.checkpoint.CHECKPOINT_DIRNAME (not imported: that module loads torch, 2 s per trial process)."""
 STATUS_FILE = "trial_status.yaml"
 """Not .json: Tune copies the experiment root's .json/.pkl files into its staging folder on restore and syncs
 them back up periodically, which would overwrite a fresher file with the old one."""
@@ -105,20 +107,23 @@ def _trial_info(config: dict[str, Any], cfg: RunConfig, trial_id: str) -> dict[s
 
 
 def _limit_compute(resources: dict[str, float]) -> None:
-    """Torch threads = the trial's CPUs; with a GPU fraction, cap this process's share of the GPU's memory."""
-    import torch
-
-    torch.set_num_threads(max(1, int(resources.get("cpu", 1))))
+    """Threads = the trial's CPUs (OMP_NUM_THREADS, which the runner's ``runtime.set_threads`` reads, and torch's
+    own setting when it is loaded); with a GPU fraction, cap this process's share of the GPU's memory."""
+    threads = max(1, int(resources.get("cpu", 1)))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     gpu = float(resources.get("gpu", 0))
-    if 0 < gpu < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu, 0)
+    if 0 < gpu < 1:
+        import torch
+
+        if torch.cuda.is_available():  # Ray sets CUDA_VISIBLE_DEVICES but does not isolate memory
+            torch.cuda.set_per_process_memory_fraction(gpu, 0)
 
 
 def _restore_checkpoint(checkpoint: tune.Checkpoint | None, out_dir: Path) -> None:
     """Tune's last checkpoint is the truth: it replaces the runner's checkpoint folder (none: start clean)."""
-    from delo.checkpoint import checkpoint_dir
-
-    target = checkpoint_dir(out_dir)
+    target = out_dir / RUNNER_CHECKPOINTS
     if target.exists():
         shutil.rmtree(target)
     if checkpoint is not None:

@@ -42,7 +42,7 @@ def _ray_temp():
     shutil.rmtree(temp, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_session(_ray_temp) -> str:
     """The GCS address of the shared Ray; started on first use (again if a slow multi-node test stopped it)."""
     import ray

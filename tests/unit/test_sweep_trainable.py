@@ -169,3 +169,9 @@ def test_hparams_config_lists_every_hparam_and_metric(tmp_path):
     assert [v.number_value for v in names["model.E"].domain_discrete.values] == [16, 32]
     tags = {m.name.tag for m in exp.metric_infos}
     assert {"val/final_ap", "val/ap_seen", "test/final_ap"} <= tags
+
+
+def test_runner_checkpoint_folder_name_matches():
+    from delo.checkpoint import CHECKPOINT_DIRNAME
+
+    assert dtune.RUNNER_CHECKPOINTS == CHECKPOINT_DIRNAME

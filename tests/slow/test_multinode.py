@@ -1,0 +1,74 @@
+"""Multi-node placement with ray.cluster_utils.Cluster: a head and 2 worker nodes with one logical GPU each
+(no CUDA). Trials asking {"cpu": 1, "gpu": 0.5} run two per node, across both nodes, at the same time; the
+trainable falls back to CPU. Storage is a local folder every node of this one-machine cluster shares."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SPEC = """name: multinode
+grid:
+  variants: {a: {}, b: {model.E: 8}}
+  seeds: [0, 1]
+resources: {cpu: 1, gpu: 0.5}
+max_concurrent: 4
+"""
+
+
+def placed_run(cfg, out_dir, on_task_end):
+    """Records where and when the trial ran; two 1.5 s tasks so the four trials overlap."""
+    import ray
+    import torch
+
+    out_dir = Path(out_dir)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    for k in range(2):
+        time.sleep(1.5)
+        metrics = {"task": k + 1, "ap_seen": 50.0}
+        if k == 1:
+            metrics["final_ap"] = 50.0
+            where = {"node": ray.get_runtime_context().get_node_id(), "start": start, "end": time.time(),
+                     "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available(),
+                     "gpu_ids": ray.get_gpu_ids()}
+            (out_dir / "where.json").write_text(json.dumps(where))
+        on_task_end(metrics, out_dir / "checkpoints")
+    return {}
+
+
+@pytest.mark.slow
+def test_half_gpu_trials_run_two_per_node(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from delo import tune as dtune
+    from delo.sweep import load_sweep
+
+    if ray.is_initialized():  # the integration tests' shared Ray; their fixture restarts it when needed
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False,
+                                                            "object_store_memory": 100 * 1024**2})
+    workers = [cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=100 * 1024**2) for _ in range(2)]
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        spec = tmp_path / "spec.yaml"
+        profile = Path(__file__).resolve().parents[2] / "sweeps" / "profiles" / "tiny_test.yaml"
+        spec.write_text(f"base: {{file: {profile}}}\n" + SPEC)
+        sweep = load_sweep(spec, storage=tmp_path / "shared")
+        grid = dtune.build_tuner(sweep, run_fn=placed_run, progress_interval_s=1e9).fit()
+        assert len(grid) == 4 and not grid.errors
+        where = [json.loads(p.read_text()) for p in (tmp_path / "shared" / "multinode").glob("*/*/where.json")]
+        assert len(where) == 4
+        nodes = [w["node"] for w in where]
+        assert sorted(nodes.count(n) for n in set(nodes)) == [2, 2]
+        assert set(nodes) == {w.node_id for w in workers}
+        assert all(w["gpu_ids"] and not w["cuda"] for w in where)  # a GPU share, no CUDA: ran on CPU
+        assert max(w["start"] for w in where) < min(w["end"] for w in where)  # all four ran at once
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
