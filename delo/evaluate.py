@@ -70,6 +70,11 @@ def evaluate_task(model, loader, classes: list[int], multilabel: bool, device: t
                 out.setdefault("target", []).append(batch["labels"][:, cols] > 0.5)
             else:
                 out.setdefault("hit", []).append(scores.argmax(dim=1) == batch["labels"])
+    if not parts["agnostic"]:  # an empty split: every score is nan
+        empty = np.zeros(0, dtype=bool)
+        cells = np.zeros((0, len(classes)), dtype=bool)
+        kw = {"positive": cells, "target": cells} if multilabel else {"hit": empty}
+        return {mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw) for mode in parts}
     return {mode: TaskOutcomes(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()}) for mode, out in
             parts.items()}
 

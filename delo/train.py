@@ -192,7 +192,8 @@ class _Run:
         bs = self.cfg.train.batch_size if train else self.cfg.eval.batch_size
         return make_loader(samples, self.backbone, bs, shuffle=train,
                            seed=runtime.derive_seed(self.cfg.seed, *seed_parts),
-                           num_workers=self.cfg.data.num_workers)
+                           num_workers=self.cfg.data.num_workers,
+                           num_labels=self.bench.num_labels if self.bench.multilabel else None)
 
     def train(self, k: int, tb) -> dict[str, float]:
         self._begin(k)
