@@ -241,7 +241,9 @@ def build_tuner(sweep: Sweep, run_fn: RunFn | None = None, progress_interval_s: 
         callbacks=[
             CSVLoggerCallback(),
             JsonLoggerCallback(),
-            SweepProgress(spec.name, str(sweep.experiment_dir), sweep.num_tasks, progress_interval_s),
+            SweepProgress(
+                spec.name, str(sweep.experiment_dir), sweep.num_tasks, total_trials(sweep), progress_interval_s
+            ),
         ],
         verbose=0,
     )
@@ -256,9 +258,18 @@ def can_restore(path: Path) -> bool:
 
 
 def restore_tuner(sweep: Sweep, run_fn: RunFn | None = None) -> tune.Tuner:
-    return tune.Tuner.restore(
+    """Continue the experiment: unfinished and errored trials resume from their last checkpoints; finished ones
+    are kept as they are. The searcher (Optuna study) and scheduler state come back from the experiment."""
+    tuner = tune.Tuner.restore(
         str(sweep.experiment_dir), make_trainable(sweep, run_fn), resume_unfinished=True, resume_errored=True
     )
+    # The progress callback comes back unpickled with the folder it was created for; the experiment may have
+    # been moved since (resumed with another --storage).
+    run_config = tuner._local_tuner.get_run_config() if hasattr(tuner, "_local_tuner") else None
+    for callback in (run_config.callbacks or []) if run_config else []:
+        if isinstance(callback, SweepProgress):
+            callback.exp_dir = str(sweep.experiment_dir)
+    return tuner
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -273,10 +284,11 @@ class SweepProgress(tune.Callback):
     ``trials`` list Tune passes in.
     """
 
-    def __init__(self, name: str, exp_dir: str, num_tasks: int, interval_s: float = 20.0):
+    def __init__(self, name: str, exp_dir: str, num_tasks: int, total: int, interval_s: float = 20.0):
         self.name = name
         self.exp_dir = exp_dir
         self.num_tasks = num_tasks
+        self.total = total  # trials the sweep will run (Tune's generators create them lazily)
         self.interval_s = interval_s
         self.setup()
 
@@ -285,7 +297,6 @@ class SweepProgress(tune.Callback):
         self._last_print = 0.0
         self._last_written = ""
         self._live: dict[str, str] = {}  # trial folder -> Tune status at the last step
-        self._total = info.get("total_num_samples")
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._say(f"start  {_trial_name(trial)}")
@@ -323,7 +334,7 @@ class SweepProgress(tune.Callback):
         self._say(self._summary(trials))
 
     def _write(self, snapshot: dict[str, Any]) -> None:
-        data = {"total_trials": self._total, "trials": snapshot}
+        data = {"total_trials": self.total, "trials": snapshot}
         text = json.dumps(data, sort_keys=True, default=str)
         if text != self._last_written:
             self._last_written = text
@@ -560,6 +571,10 @@ def finish(sweep: Sweep) -> int:
         print(f"{states.count(Trial.ERROR)} trial(s) failed; see the 'Failed trials' section of results.md")
         return 1
     return 0
+
+
+def total_trials(sweep: Sweep) -> int:
+    return len(sweep.trials) if sweep.spec.grid is not None else sweep.spec.search.num_samples
 
 
 def _size_text(sweep: Sweep) -> str:
