@@ -1,0 +1,405 @@
+"""Pretrain the shipped ``tiny`` ViLT on synthetic image-text pairs, as ViLT was: ITM + masked LM.
+
+One forward per step: every text is masked (15 %, BERT's 80/10/10 rule; all texts alike, so the masks cannot
+give the ITM label away) and about half of the images are swapped for another sample's. Image-text matching (pooled output -> Linear(d, 2)) is scored on all pairs,
+masked LM only on the matched ones, whose image is informative. Pairs come from
+:func:`delo.data.synthetic.sample_pairs` with a pretraining seed, never the benchmark's splits.
+
+The result is written with ``save_pretrained`` (ViltModel weights, config, tokenizer, image processor) plus
+``card.json`` / ``CARD.md``: seed, command, steps, the weights' sha256 and held-out quality at init and after
+training. ``python launch/pretrain_backbone.py`` reproduces it on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import string
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import tokenizers
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor, nn
+from transformers import BertTokenizer, ViltConfig, ViltModel
+from transformers.models.vilt.image_processing_pil_vilt import ViltImageProcessorPil
+from transformers.models.vilt.modeling_vilt import ViltMLMHead
+
+from delo.backbone import TINY_DIR, make_image_processor
+from delo.data import synthetic
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TINY_CONFIG = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "image_size": 64,
+    "patch_size": 16,
+    "max_position_embeddings": 40,
+    "modality_type_vocab_size": 2,
+    "max_image_length": -1,
+    # BERT-base's 0.02 at hidden 768 scaled to hidden 128 (0.02 * sqrt(768 / 128)). At 0.02 the text [CLS]
+    # barely depends on the input (about 2 % across samples) and ITM sat at chance for 1,500 steps.
+    "initializer_range": 0.05,
+}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seed: int = 1234
+    """Seed of the pairs, the init, masking and batching (the benchmark uses data.synthetic.seed, default 0)."""
+    steps: int = 2400
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    train_pairs: int = 6000
+    heldout_pairs: int = 512
+    mask_prob: float = 0.15
+    threads: int | None = None
+    """Torch CPU threads (None: every core this process may use)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Vocabulary, tokenizer, image processor
+
+
+def build_vocabulary(words: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """[PAD]=0 [UNK] [CLS] [SEP] [MASK], the world's words, then single characters and ##-continuations of
+    letters and digits, so an unknown word splits into pieces instead of becoming [UNK]."""
+    alnum = string.ascii_lowercase + string.digits
+    tokens = [
+        *SPECIAL_TOKENS,
+        *(w.lower() for w in words),
+        *alnum,
+        *string.punctuation,
+        *(f"##{c}" for c in alnum),
+    ]
+    vocab: dict[str, int] = {}
+    for token in tokens:
+        vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def build_tiny_tokenizer(words: tuple[str, ...] | list[str], max_len: int = 40) -> BertTokenizer:
+    # vocab= a dict: transformers 5 silently ignores vocab_file= (environment.md §3)
+    tokenizer = BertTokenizer(vocab=build_vocabulary(words), do_lower_case=True, model_max_length=max_len)
+    assert tokenizer.vocab_size == len(build_vocabulary(words)), "tokenizer lost its vocabulary"
+    return tokenizer
+
+
+def build_tiny_image_processor() -> ViltImageProcessorPil:
+    """64 × 64 stays 64 × 64 (shortest edge 64, multiples of 16), mean = std = 0.5."""
+    return make_image_processor(TINY_CONFIG["image_size"], TINY_CONFIG["patch_size"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+
+
+def encode_pairs(pairs, tokenizer, processor, max_len: int) -> dict[str, Tensor]:
+    """All pairs as tensors: text padded to ``max_len`` (trimmed per batch later), images processed once."""
+    texts = [text for _, text in pairs]
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    special = torch.tensor(
+        [
+            tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+            for ids in enc["input_ids"].tolist()
+        ]
+    ).bool()
+    pixels = [
+        processor([img for img, _ in pairs[i : i + 256]], return_tensors="pt")
+        for i in range(0, len(pairs), 256)
+    ]
+    return {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "special": special,
+        "pixel_values": torch.cat([p["pixel_values"] for p in pixels]),
+        "pixel_mask": torch.cat([p["pixel_mask"] for p in pixels]),
+    }
+
+
+def mask_tokens(
+    input_ids: Tensor, maskable: Tensor, vocab_size: int, mask_id: int, prob: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """BERT masking: ``prob`` of the maskable tokens become targets; 80 % [MASK], 10 % random, 10 % kept.
+    Returns (masked input ids, labels with -100 off target)."""
+    targets = (torch.rand(input_ids.shape, generator=gen) < prob) & maskable
+    labels = torch.where(targets, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(input_ids.shape, generator=gen)
+    random_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, input_ids.shape, generator=gen)
+    masked = torch.where(targets & (roll < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    masked = torch.where(targets & (roll >= 0.8) & (roll < 0.9), random_ids, masked)
+    return masked, labels
+
+
+def mismatch_index(batch_size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(image index per sample, matched flag): about half the samples take another sample's image."""
+    matched = torch.rand(batch_size, generator=gen) < 0.5
+    offset = torch.randint(1, max(batch_size, 2), (batch_size,), generator=gen)
+    other = (torch.arange(batch_size) + offset) % batch_size  # never the sample itself when B > 1
+    return torch.where(matched, torch.arange(batch_size), other), matched
+
+
+def make_batch(data: dict[str, Tensor], idx: Tensor, image_idx: Tensor | None = None) -> dict[str, Tensor]:
+    """Samples ``idx`` with text trimmed to the batch's longest; images from ``idx[image_idx]`` if given."""
+    length = int(data["attention_mask"][idx].sum(1).max())
+    img = idx if image_idx is None else idx[image_idx]
+    return {
+        "input_ids": data["input_ids"][idx, :length],
+        "attention_mask": data["attention_mask"][idx, :length],
+        "maskable": ~data["special"][idx, :length],
+        "pixel_values": data["pixel_values"][img],
+        "pixel_mask": data["pixel_mask"][img],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model
+
+
+class PretrainHeads(nn.Module):
+    """ViLT's pretraining heads: ITM on the pooled output, MLM (transformers' ViltMLMHead) on text tokens."""
+
+    def __init__(self, config: ViltConfig):
+        super().__init__()
+        self.itm = nn.Linear(config.hidden_size, 2)
+        self.mlm = ViltMLMHead(config)
+
+
+def vilt_forward(vilt: ViltModel, batch: dict[str, Tensor], input_ids: Tensor | None = None):
+    return vilt(
+        input_ids=batch["input_ids"] if input_ids is None else input_ids,
+        attention_mask=batch["attention_mask"],
+        token_type_ids=torch.zeros_like(batch["input_ids"]),
+        pixel_values=batch["pixel_values"],
+        pixel_mask=batch["pixel_mask"],
+    )
+
+
+def pretrain_loss(vilt, heads, batch, gen: torch.Generator, mask_id: int, mask_prob: float) -> Tensor:
+    """ITM over all pairs + MLM over the matched pairs, from one forward."""
+    bsz = batch["input_ids"].shape[0]
+    image_idx, matched = mismatch_index(bsz, gen)
+    batch = {
+        **batch,
+        "pixel_values": batch["pixel_values"][image_idx],
+        "pixel_mask": batch["pixel_mask"][image_idx],
+    }
+    # Mask every text, matched or not: masking only matched ones would leak the ITM label.
+    masked, labels = mask_tokens(
+        batch["input_ids"], batch["maskable"], vilt.config.vocab_size, mask_id, mask_prob, gen
+    )
+    labels = labels.masked_fill(~matched[:, None], -100)
+    out = vilt_forward(vilt, batch, masked)
+    itm = F.cross_entropy(heads.itm(out.pooler_output), matched.long())
+    text = out.last_hidden_state[:, : masked.shape[1]]  # (B, L_t, d): text tokens come first
+    logits = heads.mlm(text)  # (B, L_t, V)
+    if (labels != -100).any():
+        return itm + F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return itm
+
+
+@torch.no_grad()
+def query_vectors(vilt: ViltModel, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(q_v, q_t), each (B, d): masked means of the first layer's LayerNorm-ed input over image [CLS] +
+    valid patches and over text tokens, the queries DeLo routes with (method.md §3)."""
+    emb, mask = vilt.embeddings(
+        batch["input_ids"],
+        batch["attention_mask"],
+        torch.zeros_like(batch["input_ids"]),
+        batch["pixel_values"],
+        batch["pixel_mask"],
+        None,
+        None,
+        image_token_type_idx=1,
+    )  # emb (B, L_t + 1 + N, d), mask (B, L_t + 1 + N)
+    x = vilt.encoder.layer[0].layernorm_before(emb)
+    length = batch["input_ids"].shape[1]
+    text_m = mask[:, :length, None].to(x.dtype)  # (B, L_t, 1)
+    image_m = mask[:, length:, None].to(x.dtype)  # (B, 1 + N, 1)
+    q_t = (x[:, :length] * text_m).sum(1) / text_m.sum(1)
+    q_v = (x[:, length:] * image_m).sum(1) / image_m.sum(1)
+    return q_v, q_t
+
+
+@torch.no_grad()
+def evaluate(
+    vilt, heads, data: dict[str, Tensor], mask_id: int, mask_prob: float, seed: int
+) -> dict[str, float]:
+    """Held-out ITM accuracy (each pair matched and with the next pair's image), masked-token accuracy on the
+    matched pairs, and mean cos(q_v, q_t) for matched vs mismatched pairs. Fixed masks: same seed, same score."""
+    vilt.eval()
+    gen = torch.Generator().manual_seed(seed)
+    n = data["input_ids"].shape[0]
+    itm_hits = mlm_hits = mlm_total = 0
+    cos_match, cos_mismatch = [], []
+    for start in range(0, n, 128):
+        idx = torch.arange(start, min(start + 128, n))
+        batch = make_batch(data, idx)
+        shifted = make_batch(data, idx, torch.roll(torch.arange(len(idx)), -1))
+        for b, target in ((batch, 1), (shifted, 0)):
+            itm_hits += int((heads.itm(vilt_forward(vilt, b).pooler_output).argmax(-1) == target).sum())
+        masked, labels = mask_tokens(
+            batch["input_ids"], batch["maskable"], vilt.config.vocab_size, mask_id, mask_prob, gen
+        )
+        logits = heads.mlm(vilt_forward(vilt, batch, masked).last_hidden_state[:, : masked.shape[1]])
+        on = labels != -100
+        mlm_hits += int((logits.argmax(-1)[on] == labels[on]).sum())
+        mlm_total += int(on.sum())
+        cos_match.append(F.cosine_similarity(*query_vectors(vilt, batch), dim=-1))
+        cos_mismatch.append(F.cosine_similarity(*query_vectors(vilt, shifted), dim=-1))
+    return {
+        "itm_acc": itm_hits / (2 * n),
+        "mlm_acc": mlm_hits / max(mlm_total, 1),
+        "mlm_targets": mlm_total,
+        "cos_matched": float(torch.cat(cos_match).mean()),
+        "cos_mismatched": float(torch.cat(cos_mismatch).mean()),
+    }
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup, then cosine decay to zero."""
+    warmup = max(1, int(cfg.warmup_frac * cfg.steps))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(vilt, heads, data, cfg: PretrainConfig, mask_id: int, gen: torch.Generator) -> list[float]:
+    """``cfg.steps`` AdamW steps over shuffled epochs; returns the loss every 50 steps."""
+    params = [*vilt.parameters(), *heads.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    n = data["input_ids"].shape[0]
+    order, cursor, losses = torch.randperm(n, generator=gen), 0, []
+    vilt.train()
+    for step in range(cfg.steps):
+        if cursor + cfg.batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        batch = make_batch(data, order[cursor : cursor + cfg.batch_size])
+        cursor += cfg.batch_size
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = pretrain_loss(vilt, heads, batch, gen, mask_id, cfg.mask_prob)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == cfg.steps - 1:
+            losses.append(round(float(loss.detach()), 4))
+    vilt.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The whole run
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pretrain_tiny(
+    out_dir: str | Path = TINY_DIR, cfg: PretrainConfig = PretrainConfig(), command: str = ""
+) -> dict:
+    """Pretrain tiny ViLT and write it to ``out_dir``; returns the card (also saved as card.json)."""
+    started = time.perf_counter()
+    threads = cfg.threads or available_cores()
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.seed)  # init; ViLT's patch shuffling also draws from this RNG (environment.md §3)
+    gen = torch.Generator().manual_seed(cfg.seed)  # batches, masks, mismatches
+
+    tokenizer = build_tiny_tokenizer(synthetic.WORLD_WORDS, TINY_CONFIG["max_position_embeddings"])
+    processor = build_tiny_image_processor()
+    config = ViltConfig(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
+    vilt, heads = ViltModel(config), PretrainHeads(config)
+
+    pairs = synthetic.sample_pairs(cfg.seed, cfg.train_pairs + cfg.heldout_pairs)
+    data = encode_pairs(pairs, tokenizer, processor, config.max_position_embeddings)
+    train_data = {k: v[: cfg.train_pairs] for k, v in data.items()}
+    heldout = {k: v[cfg.train_pairs :] for k, v in data.items()}
+    mask_id = tokenizer.mask_token_id
+
+    at_init = evaluate(vilt, heads, heldout, mask_id, cfg.mask_prob, cfg.seed + 1)
+    train_started = time.perf_counter()
+    losses = train(vilt, heads, train_data, cfg, mask_id, gen)
+    train_s = time.perf_counter() - train_started
+    trained = evaluate(vilt, heads, heldout, mask_id, cfg.mask_prob, cfg.seed + 1)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vilt.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    card = {
+        "name": "tiny",
+        "command": command,
+        "seed": cfg.seed,
+        "steps": cfg.steps,
+        "pretrain": asdict(cfg) | {"threads": threads},
+        "objectives": "ITM (pooled -> Linear(d,2), ~50% images swapped within the batch) + MLM (15%, 80/10/10, "
+        "matched pairs), one forward per step, AdamW, warmup + cosine",
+        "data": f"delo.data.synthetic.sample_pairs({cfg.seed}, {cfg.train_pairs + cfg.heldout_pairs}) "
+        f"(generator version {synthetic.GENERATOR_VERSION}): first {cfg.train_pairs} train, last "
+        f"{cfg.heldout_pairs} held out",
+        "config": {**TINY_CONFIG, "vocab_size": config.vocab_size},
+        "vocab_size": tokenizer.vocab_size,
+        "parameters": sum(p.numel() for p in vilt.parameters()),
+        "weights_sha256": sha256_file(out / "model.safetensors"),
+        "quality": {"pretrained": trained, "init": at_init},
+        "loss_every_50_steps": losses,
+        "train_wall_s": round(train_s, 1),
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "tokenizers": tokenizers.__version__},
+    }  # fmt: skip
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "CARD.md").write_text(card_markdown(card))
+    return card
+
+
+def card_markdown(card: dict) -> str:
+    q, q0 = card["quality"]["pretrained"], card["quality"]["init"]
+    rows = [
+        ("ITM accuracy", "itm_acc"),
+        ("masked-token accuracy", "mlm_acc"),
+        ("cos(q_v, q_t), matched", "cos_matched"),
+        ("cos(q_v, q_t), mismatched", "cos_mismatched"),
+    ]
+    table = "\n".join(f"| {label} | {q0[key]:.3f} | {q[key]:.3f} |" for label, key in rows)
+    c = card["config"]
+    return f"""# tiny ViLT
+
+A small `transformers` ViltModel (hidden {c["hidden_size"]}, {c["num_hidden_layers"]} layers,
+{c["num_attention_heads"]} heads, intermediate {c["intermediate_size"]}, image {c["image_size"]}, patch
+{c["patch_size"]}, text {c["max_position_embeddings"]}, {card["parameters"]:,} parameters) with its own WordPiece
+vocabulary of {card["vocab_size"]} tokens, briefly pretrained on synthetic image-text pairs as ViLT was.
+
+- Objectives: {card["objectives"]}.
+- Data: {card["data"]}. Never the benchmark's val/test.
+- Reproduce: `{card["command"]}` ({card["steps"]} steps, seed {card["seed"]}, {card["pretrain"]["threads"]}
+  threads; training took {card["train_wall_s"]} s).
+- Weights: `model.safetensors`, sha256 `{card["weights_sha256"]}`.
+- Load: `delo.backbone.load_backbone(ModelConfig(backbone="tiny"))`.
+
+Held-out quality ({card["pretrain"]["heldout_pairs"]} pairs; ITM over each pair matched and mismatched):
+
+| measure | at init | pretrained |
+|---|---|---|
+{table}
+
+q_v / q_t are the masked means of the first layer's LayerNorm-ed input over image [CLS] + patches and over
+text tokens, the queries DeLo routes with.
+"""
