@@ -225,7 +225,13 @@ class Sweep:
 
     def describe(self) -> str:
         """Human-readable dry-run text: the grid's trials or the search space."""
-        head = [f"sweep {self.name!r} ({self.spec_path}) -> {self.experiment_dir}", f"tasks per trial: {self.num_tasks}"]
+        c = self.base_config
+        head = [
+            f"sweep {self.name!r} ({self.spec_path}) -> {self.experiment_dir}",
+            (f"base: backbone={c.model.backbone} data={c.data.name} eta={c.data.missing.eta:g}/{c.data.missing.type} "
+            f"E={c.model.E} r={c.model.r} epochs={c.train.epochs} lr={c.train.lr:g} test rows={c.eval.test}"),
+            f"tasks per trial: {self.num_tasks}",
+        ]
         res = self.spec.resources
         head.append(f"resources per trial: cpu={res.cpu:g} gpu={res.gpu:g}; max concurrent {self.spec.max_concurrent}")
         if self.spec.grid is not None:
