@@ -557,6 +557,9 @@ _FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 FIGURES = tuple(_FUNCTIONS)
 """The JSON keys of the figures, in the order they are measured."""
+TARGETS = {"routing_overhead": 1.10, "task_scaling": 0.90, "inference_passes": 1.05, "trial_packing": 1.6,
+           "checkpoint_ratio": 10.0}  # fmt: skip
+"""Targets of the figures that have one (the rest are informative)."""
 
 
 def run_all(
@@ -566,7 +569,10 @@ def run_all(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every figure (or those in ``only``) with the machine info; ratio figures run with ``threads`` torch
-    threads (1, as a ``{"cpu": 1}`` trial, is also the least disturbed by other jobs on a shared machine)."""
+    threads (1, as a ``{"cpu": 1}`` trial, is also the least disturbed by other jobs on a shared machine).
+
+    A figure that raises is recorded with ``value`` None and its ``error``; the others still run.
+    """
     names = [n for n in _FUNCTIONS if only is None or n in only]
     unknown = sorted(set(only or ()) - set(_FUNCTIONS))
     if unknown:
@@ -578,10 +584,15 @@ def run_all(
     try:
         for name in names:
             t0 = time.perf_counter()
-            result[name] = _FUNCTIONS[name](quick)
+            try:
+                result[name] = _FUNCTIONS[name](quick)
+            except (RuntimeError, ValueError, OSError) as exc:  # one failing figure must not lose the rest
+                result[name] = {"value": None, "target": TARGETS.get(name), "met": None, "error": repr(exc)}
             elapsed[name] = round(time.perf_counter() - t0, 2)
             if log is not None:
-                log(f"{name}: {result[name]['value']} (target {result[name]['target']}) in {elapsed[name]} s")
+                figure = result[name]
+                log(f"{name}: {figure['value']} (target {figure['target']}) in {elapsed[name]} s"
+                    + (f"; FAILED: {figure['error']}" if "error" in figure else ""))  # fmt: skip
     finally:
         torch.set_num_threads(previous)
     result["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -3,6 +3,7 @@
 Every time figure is a ratio of two workloads interleaved in one process (medians of several repeats), so a
 machine shared with other jobs slows both sides alike. --quick shrinks repeats and sizes (under a minute on 2
 cores; the test suite runs it); the full run takes a few minutes. See delo/bench.py for what each figure is.
+Exit status: 0 done, 1 some figure failed (its entry holds the error; the others are written), 2 bad --only.
 """
 
 import argparse
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+    failed = [name for name, figure in result.items() if isinstance(figure, dict) and "error" in figure]
+    if failed:
+        print(f"error: figures failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
