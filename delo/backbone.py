@@ -120,6 +120,11 @@ def resolve_backbone(name: str, cache_dir: str | Path | None = None) -> Path:
     else:
         folder = _hub_snapshot(name, cache_dir)
     missing = _missing_files(folder)
+    if missing and name == TINY_NAME:
+        raise BackboneError(
+            f"model.backbone='tiny': {folder} lacks {', '.join(missing)} (a broken install?); "
+            "regenerate it with `python launch/pretrain_backbone.py`"
+        )
     if missing:
         raise BackboneError(missing_weights_message(name, f"{folder} lacks {', '.join(missing)}"))
     return folder

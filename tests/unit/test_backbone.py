@@ -178,12 +178,15 @@ def test_missing_hub_model_error_is_clear_and_immediate(tmp_path, monkeypatch):
         load_backbone(ModelConfig(backbone=VILT_B32))
 
 
-def test_missing_folder_and_incomplete_folder(tmp_path):
+def test_missing_folder_and_incomplete_folder(tmp_path, monkeypatch):
     with pytest.raises(BackboneError, match="no such folder"):
         check_backbone_available(str(tmp_path / "nowhere" / "vilt"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(BackboneError, match="model.safetensors"):
         check_backbone_available(str(tmp_path))
+    monkeypatch.setattr("delo.backbone.TINY_DIR", tmp_path)
+    with pytest.raises(BackboneError, match="pretrain_backbone.py"):
+        check_backbone_available("tiny")
 
 
 # ----------------------------------------------------------------------------------------------------------
