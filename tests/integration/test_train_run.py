@@ -1,0 +1,178 @@
+"""Whole continual runs on the synthetic benchmark with the tiny backbone: result.json, determinism, resume,
+refusal of a foreign checkpoint, the NaN stop, the CLI's exit codes and the TensorBoard files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from delo.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# 3 tasks, a few steps each, test rows on: small enough for 2 shared cores.
+TINY_RUN = [
+    "data.num_tasks=3",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.max_steps_per_task=4",
+    "model.E=4",
+    "model.r=2",
+    "eval.test=true",
+    "eval.batch_size=64",
+    "train.threads=1",
+]
+
+RESULT_KEYS = {"ap", "fg", "last", "bwt", "matrix", "matrix_task_aware", "task_key_accuracy", "by_missing", "params",
+               "config", "wall_time_s", "test_ap", "test_fg", "test_matrix", "test_task_key_accuracy"}
+REPORT_KEYS = {"task", "ap_seen", "acc_new", "fg_seen", "bwt_seen", "key_acc", "ap_seen_oracle", "ap_seen_complete",
+               "ap_seen_text_missing", "ap_seen_image_missing", "task_time_s", "train_loss", "test_ap_seen"}
+FINAL_KEYS = {"final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle"}
+
+
+def _cfg(*extra):
+    return load_config(overrides=[*TINY_RUN, *extra])
+
+
+def _comparable(result: dict) -> dict:
+    """A result without the wall-clock fields and the fault-injection knobs."""
+    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history")}
+    out["config"] = {k: v for k, v in result["config"].items() if k != "debug"}
+    out["history"] = [{k: v for k, v in h.items() if k != "task_time_s"} for h in result["history"]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    from delo.data import prepare_data
+
+    prepare_data(_cfg())
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory):
+    """One uninterrupted run, with the reports it made."""
+    from delo.train import run_continual
+
+    out = tmp_path_factory.mktemp("reference")
+    reports = []
+    result = run_continual(_cfg(), out, lambda m, d: reports.append((m, sorted(p.name for p in d.iterdir()))))
+    return out, result, reports
+
+
+@pytest.mark.slow
+def test_run_writes_result_and_reports(reference):
+    out, result, reports = reference
+    on_disk = json.loads((out / "result.json").read_text())
+    assert RESULT_KEYS <= set(on_disk)
+    assert on_disk["ap"] == result["ap"]
+    T = 3
+    assert len(result["matrix"]) == T and all(len(row) == T for row in result["matrix"])
+    assert all(result["matrix"][j][i] is None for j in range(T) for i in range(j + 1, T))
+    assert all(result["matrix"][j][i] is not None for j in range(T) for i in range(j + 1))
+    assert set(result["by_missing"]) == {"complete", "text_missing", "image_missing"}
+    assert result["params"]["total"] > result["params"]["trainable"] > 0
+    assert result["config"]["model"]["E"] == 4
+
+    assert [m["task"] for m, _ in reports] == [1, 2, 3]
+    for m, files in reports:
+        assert REPORT_KEYS <= set(m)
+        assert ("final_ap" in m) == (m["task"] == T)  # final keys only in the last report
+        assert files == ["state.pt"] + [f"task_{k}.pt" for k in range(1, m["task"] + 1)]
+    last = reports[-1][0]
+    assert FINAL_KEYS <= set(last) and "test_final_ap" in last
+    assert last["final_ap"] == pytest.approx(result["ap"], abs=1e-5)
+    assert last["ap_seen"] == last["final_ap"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(reference, tmp_path):
+    from delo.train import run_continual
+
+    again = run_continual(_cfg(), tmp_path / "again")
+    assert _comparable(again) == _comparable(reference[1])
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_metrics(reference, tmp_path):
+    from delo.train import run_continual
+
+    out = tmp_path / "run"
+    reports = []
+    with pytest.raises(RuntimeError, match="injected failure after task 2"):
+        run_continual(_cfg("debug.fail_at_task=2"), out, lambda m, d: reports.append(m["task"]))
+    assert reports == [1, 2] and not (out / "result.json").exists()
+    # the retry keeps the fault knob: it no longer fires, task 2 was completed by the earlier process
+    result = run_continual(_cfg("debug.fail_at_task=2"), out, lambda m, d: reports.append(m["task"]))
+    assert reports == [1, 2, 3]
+    assert _comparable(result) == _comparable(reference[1])
+    # a finished run on the same folder just returns its result
+    assert _comparable(run_continual(_cfg(), out)) == _comparable(result)
+
+
+@pytest.mark.slow
+def test_foreign_checkpoint_is_refused_untouched(reference):
+    from delo.checkpoint import CheckpointMismatchError
+    from delo.train import run_continual
+
+    out = reference[0]
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    with pytest.raises(CheckpointMismatchError, match=r"model\.E: 4 -> 8") as err:
+        run_continual(_cfg("model.E=8"), out)
+    assert str(out / "checkpoints") in str(err.value)
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_the_run(prepared, tmp_path):
+    from delo.train import NonFiniteLossError, run_continual
+
+    with pytest.raises(NonFiniteLossError, match=r"task 2, step 2 of 4 \(global step 6\)"):
+        run_continual(_cfg("debug.nan_at_step=6"), tmp_path)
+    assert (tmp_path / "checkpoints" / "task_1.pt").exists()
+    assert not (tmp_path / "checkpoints" / "task_2.pt").exists()
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_scalars_hparams_and_images(reference):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata
+
+    mux = EventMultiplexer(size_guidance={"tensors": 0, "scalars": 0})
+    mux.AddRunsFromDirectory(str(reference[0] / "tb"))
+    mux.Reload()
+    (run,) = mux.Runs()
+    tags = mux.Runs()[run]
+    assert {"val/ap_seen", "val/key_acc", "oracle/ap_seen", "train/loss", "val/final_ap", "test/final_ap",
+            "val/fg_seen"} <= set(tags["scalars"])
+    assert [e.step for e in mux.Scalars(run, "val/ap_seen")] == [1, 2, 3]
+    assert {"val/result_matrix", "test/result_matrix", "routing/expert_frequency"} <= set(tags["images"])
+    assert "routing/cos_qv_qt_complete" in tags["histograms"]
+    content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)[run]
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["model.E"].number_value == 4 and start.hparams["eval.test"].bool_value
+    assert metadata.SESSION_END_INFO_TAG in content
+
+
+def _launch(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "train.py"), *args], check=False, capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_cli_bad_config_exits_2_before_training(tmp_path):
+    proc = _launch("--set", "model.r=9", "--set", "model.E=4", "--set", "train.nope=1", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert "train.nope" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_runs_and_writes_result_json(prepared, tmp_path):
+    args = [a for item in TINY_RUN for a in ("--set", item)]
+    proc = _launch(*args, "--set", "eval.test=false", "--out", str(tmp_path / "cli"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert "test_ap" not in result and {"ap", "fg", "matrix", "params"} <= set(result)
+    assert "result matrix" in proc.stdout and "AP" in proc.stdout
