@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Field docstrings become descriptions, so the README's config reference is generated from this file.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(_Section):
@@ -91,9 +92,11 @@ class SyntheticConfig(_Section):
 
 class DataConfig(_Section):
     name: Literal["synthetic", "food101", "mmimdb"] = "synthetic"
+    """`synthetic` (embedded benchmark, no download), `food101` (UPMC-Food101) or `mmimdb` (MM-IMDb)."""
     root: str | None = None
     """Dataset folder for food101 / mmimdb (raw layout or CMML manifest layout)."""
     layout: Literal["auto", "raw", "manifest"] = "auto"
+    """On-disk layout of data.root: raw (the missing-modality codebase's) or the CMML manifest; auto detects."""
     sessions_file: str | None = None
     """Optional sessions.json overriding the built-in session order."""
     assign: Literal["rarest", "first", "random"] = "rarest"
@@ -114,6 +117,7 @@ class DataConfig(_Section):
     """Force square images of this size (the authors' 384 resize); None: the processor's rule."""
     synthetic: SyntheticConfig = SyntheticConfig()
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0: load in the training process; the synthetic set is cached in memory)."""
 
     @model_validator(mode="after")
     def _root_for_real(self) -> "DataConfig":
@@ -124,13 +128,21 @@ class DataConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=1)
+    """Epochs per task (paper silent; the authors' config uses 10 on real data)."""
     batch_size: int = Field(16, ge=1)
+    """Training batch size (paper: 4 on real data)."""
     lr: float = Field(2e-3, gt=0)
+    """AdamW learning rate, fresh optimiser per task (paper: 1e-4 on real data; the synthetic default is higher)."""
     weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas."""
     eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
     warmup_frac: float = Field(0.1, ge=0.0, lt=1.0)
+    """Linear warm-up share of each task's steps, then cosine to 0."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """`auto`: CUDA when available (bf16 autocast), else CPU (fp32)."""
     threads: int | None = Field(None, ge=1)
     """Torch CPU threads (None: the CPUs the run was given)."""
     max_steps_per_task: int | None = Field(None, ge=1)
@@ -150,6 +162,7 @@ class EvalConfig(_Section):
     test: StrictBool = False
     """Also evaluate the test split after every task (stored, never used for selection)."""
     batch_size: int = Field(64, ge=1)
+    """Evaluation batch size."""
 
 
 class DebugConfig(_Section):
@@ -161,6 +174,7 @@ class DebugConfig(_Section):
 
 class RunConfig(_Section):
     seed: int = 0
+    """Training seed: model init, shuffling, patch order (the missing tables use data.mask_seed)."""
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -314,3 +328,21 @@ def load_config(
         key, value = parse_override(item)
         data = set_dotted(data, key, value)
     return build_config(data, str(path) if path else "")
+
+
+def reference_table() -> str:
+    """Markdown table of every config key with its default and description (README's config reference)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            sub = _section_class(field.annotation)
+            if sub is not None and field.default is not None:
+                walk(sub, f"{prefix}{name}.")
+                continue
+            default = field.default.model_dump(mode="json") if isinstance(field.default, BaseModel) else field.default
+            text = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{prefix}{name}` | `{json.dumps(default)}` | {text} |")
+
+    walk(RunConfig, "")
+    return "\n".join(rows)

@@ -105,3 +105,13 @@ def test_override_needs_equals_sign():
 def test_delo_lora_may_use_any_rank():
     cfg = load_config(overrides=["model.variant=delo_lora", "model.E=4", "model.r=4"])
     assert cfg.model.r == 4
+
+
+def test_readme_config_reference_is_current():
+    """README's config reference is generated from the schema; regenerate with delo.config.reference_table()."""
+    from pathlib import Path
+
+    from delo.config import reference_table
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert reference_table() in readme
