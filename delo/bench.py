@@ -531,6 +531,15 @@ def _gpu_context(quick: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _autogroup() -> bool | None:
+    """Linux autogroup scheduling: CPU time is shared between sessions, so extra processes of one session
+    (packed trials) do not raise its share while other sessions are busy."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     from delo.runtime import available_cpus
 
@@ -540,6 +549,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "cuda": torch.cuda.is_available(), "load_average": [round(v, 2) for v in os.getloadavg()],
         # OpenMP's wait policy decides how several threads cope with other jobs on the same cores
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "sched_autogroup": _autogroup(),
     }  # fmt: skip
 
 
