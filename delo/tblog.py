@@ -46,14 +46,14 @@ def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bo
 def metric_tag(key: str) -> str:
     """Report key -> TensorBoard tag: ``ap_seen`` -> ``val/ap_seen``, ``test_final_ap`` -> ``test/final_ap``,
     ``ap_seen_oracle`` -> ``oracle/ap_seen``, ``train_loss`` -> ``train/loss``, ``task_time_s`` -> ``time/task_s``."""
+    if key.endswith("_time_s"):
+        return "time/" + key.removesuffix("_time_s") + "_s"
     if key.startswith("test_"):
         return "test/" + key.removeprefix("test_")
     if key.startswith("train_"):
         return "train/" + key.removeprefix("train_")
     if key.endswith("_oracle"):
         return "oracle/" + key.removesuffix("_oracle")
-    if key.endswith("_time_s"):
-        return "time/" + key.removesuffix("_time_s") + "_s"
     return "val/" + key
 
 

@@ -222,9 +222,9 @@ class _Run:
         self.model.enable_routing_stats(False)
         return stats
 
-    def report(self, j: int, losses: dict[str, float], task_time: float) -> dict[str, Any]:
+    def report(self, j: int, losses: dict[str, float], times: dict[str, float]) -> dict[str, Any]:
         book = self.books[self.splits[0]]
-        metrics = {"task": j + 1, **book.task_metrics(j), "task_time_s": task_time,
+        metrics = {"task": j + 1, **book.task_metrics(j), **times,
                    **{k: v for k, v in losses.items() if k != "train_steps"}}
         if self.cfg.eval.test:
             metrics.update(self.books["test"].task_metrics(j, prefix="test_"))
@@ -286,8 +286,10 @@ def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | 
         for k in range(run.next_task, run.T):
             t0 = time.perf_counter()
             losses = run.train(k, tb)
+            t1 = time.perf_counter()
             stats = run.evaluate(k)
-            metrics = run.report(k, losses, time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            metrics = run.report(k, losses, {"task_time_s": t2 - t0, "train_time_s": t1 - t0, "eval_time_s": t2 - t1})
             run.history.append(metrics)
             run.save(k)
             _log_task(tb, run, k, metrics, stats)

@@ -40,7 +40,7 @@ def _comparable(result: dict) -> dict:
     """A result without the wall-clock fields and the fault-injection knobs."""
     out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history")}
     out["config"] = {k: v for k, v in result["config"].items() if k != "debug"}
-    out["history"] = [{k: v for k, v in h.items() if k != "task_time_s"} for h in result["history"]]
+    out["history"] = [{k: v for k, v in h.items() if not k.endswith("_time_s")} for h in result["history"]]
     return out
 
 

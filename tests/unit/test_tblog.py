@@ -30,6 +30,7 @@ def test_flatten_and_tags():
     assert tblog.metric_tag("ap_seen_oracle") == "oracle/ap_seen"
     assert tblog.metric_tag("train_loss_cls") == "train/loss_cls"
     assert tblog.metric_tag("task_time_s") == "time/task_s"
+    assert tblog.metric_tag("train_time_s") == "time/train_s"
     assert "val/final_ap" in tblog.metric_tags() and "test/final_ap" in tblog.metric_tags(test=True)
 
 
