@@ -127,11 +127,11 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(10, ge=1)
     """Epochs per task (paper silent; the authors' config uses 10 on real data)."""
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
     """Training batch size (paper: 4 on real data)."""
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(5e-3, gt=0)
     """AdamW learning rate, fresh optimiser per task (paper: 1e-4 on real data; the synthetic default is higher)."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
