@@ -59,7 +59,7 @@ class ModelConfig(_Section):
     """Text tokens; above the backbone's table the position table is interpolated."""
 
     @model_validator(mode="after")
-    def _rank_below_pool(self) -> "ModelConfig":
+    def _rank_below_pool(self) -> ModelConfig:
         if self.variant != "delo_lora" and self.r >= self.E:
             raise ValueError(f"model.r={self.r} must be < model.E={self.E} (r of E factors are selected)")
         if not self.targets:
@@ -120,7 +120,7 @@ class DataConfig(_Section):
     """DataLoader worker processes (0: load in the training process; the synthetic set is cached in memory)."""
 
     @model_validator(mode="after")
-    def _root_for_real(self) -> "DataConfig":
+    def _root_for_real(self) -> DataConfig:
         if self.name != "synthetic" and not self.root:
             raise ValueError(f"data.root must be set for data.name={self.name!r} (the dataset folder)")
         return self

@@ -1,8 +1,9 @@
 """The run config: defaults, YAML + extends, dotted overrides, and one clear message per bad value."""
 
 import pytest
+from pydantic import ValidationError
 
-from delo.config import ConfigError, RunConfig, VALID_KEYS, check_key, load_config, parse_override
+from delo.config import VALID_KEYS, ConfigError, RunConfig, check_key, load_config, parse_override
 
 
 def write(path, text):
@@ -32,7 +33,7 @@ def test_yaml_extends_and_overrides(tmp_path):
 
 def test_config_is_frozen_and_hash_is_stable():
     cfg = load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
     assert cfg.hash() == load_config().hash()
     assert cfg.hash() != load_config(overrides=["model.E=8"]).hash()
