@@ -3,7 +3,8 @@ per-sample task routing, checkpoints and statistics (method.md §1-§7)."""
 
 import pytest
 import torch
-from transformers import ViltConfig, ViltModel
+from tiny_vilt import tiny_vilt
+from transformers import ViltModel
 
 from delo.config import LossConfig, ModelConfig
 from delo.losses import compute_loss
@@ -15,12 +16,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixe
 
 
 def _tiny_vilt() -> ViltModel:
-    torch.manual_seed(0)
-    config = ViltConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        image_size=32, patch_size=16, vocab_size=99, max_position_embeddings=40,
-    )  # fmt: skip
-    return ViltModel(config).eval()
+    return tiny_vilt()
 
 
 def _batch(missing=(0, 1, 2, 0), tasks=None, seed=0) -> dict:

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from transformers import ViltConfig, ViltModel
+from tiny_vilt import tiny_vilt
+from transformers import ViltModel
 
 from delo.config import ModelConfig
 from delo.model import DeLoLinear, DeLoModel, inject
@@ -12,12 +13,7 @@ QKV = ("attention.attention.query", "attention.attention.key", "attention.attent
 
 
 def _tiny_vilt() -> ViltModel:
-    torch.manual_seed(0)
-    config = ViltConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        image_size=32, patch_size=16, vocab_size=99, max_position_embeddings=40,
-    )  # fmt: skip
-    return ViltModel(config).eval()
+    return tiny_vilt()
 
 
 def _wrap(name, linear):
