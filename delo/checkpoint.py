@@ -14,13 +14,12 @@ read back with ``torch.load(weights_only=True)``. No optimiser state: each task 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from delo.atomic import atomic_write
 from delo.config import ConfigError
 
 FORMAT_VERSION = 1
@@ -43,18 +42,7 @@ def task_file(ckpt_dir: Path, task: int) -> Path:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
 def _load(path: Path) -> Any:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from delo import checkpoint, runtime
+from delo.atomic import atomic_write_text
 from delo.config import ConfigError, RunConfig
 from delo.evaluate import ResultBook, evaluate_task, format_summary
 
@@ -338,11 +339,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from delo.atomic import atomic_write_text
 from delo.config import ConfigError, RunConfig
 from delo.report import error_reason, write_report
 from delo.sweep import (
@@ -388,17 +389,11 @@ def _trial_name(trial: Trial) -> str:
 
 
 def _write_yaml(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=True))
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
+from delo.atomic import atomic_write_text
 from delo.data.records import (
     COMPLETE,
     IMAGE_MISSING,
@@ -121,19 +120,6 @@ def _check(table: Any, spec: MissingSpec, session_uids: list[list[str]], path: P
     return out
 
 
-def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure_table(spec: MissingSpec, session_uids: list[list[str]], root: Path | None = None) -> Path:
     """Driver side: write the table unless a valid one is already there (atomic, under a file lock)."""
     path = spec.path(root)
@@ -145,7 +131,7 @@ def ensure_table(spec: MissingSpec, session_uids: list[list[str]], root: Path | 
                 return path
             except (DataError, ValueError):
                 pass  # stale or corrupt: the driver rebuilds it
-        _write_atomic(path, build_table(spec, session_uids))
+        atomic_write_text(path, json.dumps(build_table(spec, session_uids), separators=(",", ":")))
     return path
 
 
