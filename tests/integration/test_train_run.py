@@ -12,10 +12,12 @@ from delo.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# 3 tasks, a few steps each, test rows on: small enough for 2 shared cores.
+# 3 tasks, 4 steps each on a tenth of the synthetic set (one batch per epoch), test rows on: small enough for 2
+# shared cores.
 TINY_RUN = [
     "data.num_tasks=3",
-    "train.epochs=1",
+    "data.synthetic.scale=0.1",
+    "train.epochs=4",
     "train.batch_size=16",
     "train.max_steps_per_task=4",
     "model.E=4",
