@@ -307,6 +307,7 @@ def inference_passes(quick: bool = False) -> dict[str, Any]:
         "target": 1.05,
         "met": _judge(ratio["value"], 1.05, at_most=True),
         "tkm_layer": many.cfg.tkm_layer,
+        "tkm_keys": many.cfg.tkm_keys,
         "dims": _dims(TINY_DIMS, size),
     }
 

@@ -42,7 +42,7 @@ class ModelConfig(_Section):
     alpha: float = Field(8.0, gt=0)
     """Delta scale numerator: the delta is scaled by alpha / r."""
     beta: float = Field(0.99, ge=0.0, lt=1.0)
-    """Task-key EMA momentum: key <- beta * key + (1 - beta) * mean(u)."""
+    """Task-key EMA momentum: key <- beta * key + (1 - beta) * mean(u) (per modality: mean over real ones)."""
     gate: Literal["ste", "weighted", "hard"] = "ste"
     """How the top-r selection passes gradient to routers (method.md §5)."""
     delta_scope: Literal["all", "own_tokens"] = "all"
@@ -55,6 +55,10 @@ class ModelConfig(_Section):
     """Dotted-name suffixes of the ViltModel linears to adapt."""
     tkm_layer: int = Field(0, ge=0)
     """Encoder layer whose (LayerNorm-ed) input gives the task-key query; 0 costs no extra pass."""
+    tkm_keys: Literal["shared", "per_modality"] = "per_modality"
+    """Task keys: `shared` is the paper's one key per task (EMA of u = (q̂_v + q̂_t) / 2); `per_modality` keeps a
+    key per task for each of q_v and q_t (EMA over samples where that modality is real) and scores each sample
+    with the modalities it has."""
     max_text_len: int = Field(40, ge=8)
     """Text tokens; above the backbone's table the position table is interpolated."""
 
@@ -318,7 +322,9 @@ def build_config(data: dict[str, Any], source: str = "") -> RunConfig:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Load a run config: defaults <- YAML file (with extends) <- ``extra`` dict <- dotted overrides."""
     data: dict[str, Any] = read_with_extends(path) if path else {}
@@ -340,7 +346,11 @@ def reference_table() -> str:
             if sub is not None and field.default is not None:
                 walk(sub, f"{prefix}{name}.")
                 continue
-            default = field.default.model_dump(mode="json") if isinstance(field.default, BaseModel) else field.default
+            default = (
+                field.default.model_dump(mode="json")
+                if isinstance(field.default, BaseModel)
+                else field.default
+            )
             text = (field.description or "").replace("|", "\\|").replace("\n", " ")
             rows.append(f"| `{prefix}{name}` | `{json.dumps(default)}` | {text} |")
 

@@ -18,10 +18,13 @@ import torch
 from delo import metrics
 from delo.runtime import autocast, move_batch
 
-MATRICES = ("matrix", "matrix_oracle", "key_accuracy") + tuple(
-    f"{m}{suffix}" for suffix in ("", "_oracle") for m in metrics.MISSING_TYPES
+MATRICES = (
+    ("matrix", "matrix_oracle", "key_accuracy")
+    + tuple(f"{m}{suffix}" for suffix in ("", "_oracle") for m in metrics.MISSING_TYPES)
+    + tuple(f"key_accuracy_{m}" for m in metrics.MISSING_TYPES)
 )
-"""Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_oracle`` oracle)."""
+"""Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_oracle`` oracle,
+``key_accuracy_complete`` etc. the task-key accuracy on one missing type)."""
 
 
 @dataclass
@@ -42,12 +45,16 @@ class TaskOutcomes:
             return metrics.accuracy(self.hit[mask], np.ones(int(mask.sum()), dtype=bool))
         return metrics.macro_f1(self.positive[mask], self.target[mask])
 
-    def key_accuracy(self) -> float:
-        return float(100.0 * self.key_hit.mean()) if self.key_hit.size else math.nan
+    def key_accuracy(self, mask: np.ndarray | None = None) -> float:
+        """100 · share of samples whose inferred task is the true one, on a subset; nan if empty."""
+        hit = self.key_hit if mask is None else self.key_hit[mask]
+        return float(100.0 * hit.mean()) if hit.size else math.nan
 
 
 @torch.no_grad()
-def evaluate_task(model, loader, classes: list[int], multilabel: bool, device: torch.device) -> dict[str, TaskOutcomes]:
+def evaluate_task(
+    model, loader, classes: list[int], multilabel: bool, device: torch.device
+) -> dict[str, TaskOutcomes]:
     """Outcomes of one task's loader: ``{"agnostic": ..., "oracle": ...}``.
 
     ``classes`` are the task's global label ids (its own columns for macro-F1). Task-agnostic forwards get the
@@ -59,7 +66,10 @@ def evaluate_task(model, loader, classes: list[int], multilabel: bool, device: t
         batch = move_batch(batch, device)
         blind = {k: v for k, v in batch.items() if k != "task"}
         with autocast(device):
-            preds = {"agnostic": model.predict(blind, oracle=False), "oracle": model.predict(batch, oracle=True)}
+            preds = {
+                "agnostic": model.predict(blind, oracle=False),
+                "oracle": model.predict(batch, oracle=True),
+            }
         for mode, pred in preds.items():
             out = parts[mode]
             out.setdefault("missing", []).append(batch["missing"])
@@ -74,9 +84,13 @@ def evaluate_task(model, loader, classes: list[int], multilabel: bool, device: t
         empty = np.zeros(0, dtype=bool)
         cells = np.zeros((0, len(classes)), dtype=bool)
         kw = {"positive": cells, "target": cells} if multilabel else {"hit": empty}
-        return {mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw) for mode in parts}
-    return {mode: TaskOutcomes(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()}) for mode, out in
-            parts.items()}
+        return {
+            mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw) for mode in parts
+        }
+    return {
+        mode: TaskOutcomes(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()})
+        for mode, out in parts.items()
+    }
 
 
 class ResultBook:
@@ -93,7 +107,10 @@ class ResultBook:
             self.data[f"matrix{suffix}"][j][i] = o.score()
             for code, name in enumerate(metrics.MISSING_TYPES):
                 self.data[f"{name}{suffix}"][j][i] = o.score(o.missing == code)
-        self.data["key_accuracy"][j][i] = outcomes["agnostic"].key_accuracy()
+        agnostic = outcomes["agnostic"]
+        self.data["key_accuracy"][j][i] = agnostic.key_accuracy()
+        for code, name in enumerate(metrics.MISSING_TYPES):
+            self.data[f"key_accuracy_{name}"][j][i] = agnostic.key_accuracy(agnostic.missing == code)
 
     def task_metrics(self, j: int, prefix: str = "") -> dict[str, float]:
         """Report keys after task j (ray-tune.md §4), optionally prefixed (``test_``)."""
@@ -108,6 +125,7 @@ class ResultBook:
         }
         for name in metrics.MISSING_TYPES:
             out[f"ap_seen_{name}"] = metrics.seen_average(self.data[name], j)
+            out[f"key_acc_{name}"] = metrics.seen_average(self.data[f"key_accuracy_{name}"], j)
         return {prefix + k: v for k, v in out.items()}
 
     def final_metrics(self, prefix: str = "") -> dict[str, float]:
@@ -127,6 +145,10 @@ class ResultBook:
             "task_aware": {k: metrics.json_number(v) for k, v in task_aware.items()},
             "task_key_accuracy": metrics.json_matrix(self.data["key_accuracy"]),
             "key_acc": metrics.json_number(metrics.average_performance(self.data["key_accuracy"])),
+            "key_acc_by_missing": {
+                name: metrics.json_number(metrics.average_performance(self.data[f"key_accuracy_{name}"]))
+                for name in metrics.MISSING_TYPES
+            },
             "by_missing": {},
             "by_missing_task_aware": {},
         }
@@ -163,16 +185,27 @@ def format_summary(result: dict[str, Any]) -> str:
         lines.append(format_matrix(result[prefix + "task_key_accuracy"], f"task-key accuracy ({label})"))
         aware = result[prefix + "task_aware"]
         lines.append(f"{'':10}{'AP':>8}{'FG':>8}{'Last':>8}{'BWT':>8}")
-        lines.append(f"{label + ' agn.':10}" + "".join(f"{_fmt(result[prefix + k], 8)}" for k in
-                                                      ("ap", "fg", "last", "bwt")))
-        lines.append(f"{label + ' oracle':10}" + "".join(f"{_fmt(aware[k], 8)}" for k in ("ap", "fg", "last", "bwt")))
+        lines.append(
+            f"{label + ' agn.':10}"
+            + "".join(f"{_fmt(result[prefix + k], 8)}" for k in ("ap", "fg", "last", "bwt"))
+        )
+        lines.append(
+            f"{label + ' oracle':10}" + "".join(f"{_fmt(aware[k], 8)}" for k in ("ap", "fg", "last", "bwt"))
+        )
         by = result[prefix + "by_missing"]
         lines.append("AP by missing type: " + ", ".join(f"{k} {_fmt(v['ap'], 0)}" for k, v in by.items()))
-        lines.append(f"task-key accuracy (last row mean): {_fmt(result[prefix + 'key_acc'], 0)}")
+        by_type = result.get(prefix + "key_acc_by_missing") or {}
+        detail = ", ".join(f"{k} {_fmt(v, 0)}" for k, v in by_type.items())
+        lines.append(
+            f"task-key accuracy (last row mean): {_fmt(result[prefix + 'key_acc'], 0)}"
+            + (f" ({detail})" if detail else "")
+        )
         lines.append("")
     params = result.get("params") or {}
     if params:
-        lines.append(f"parameters: trainable per task {params.get('trainable', 0):,}, total {params.get('total', 0):,}")
+        lines.append(
+            f"parameters: trainable per task {params.get('trainable', 0):,}, total {params.get('total', 0):,}"
+        )
     if "wall_time_s" in result:
         lines.append(f"wall time: {result['wall_time_s']:.1f} s")
     return "\n".join(lines)

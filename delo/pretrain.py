@@ -503,7 +503,7 @@ def pretrain_tiny(
         "held-out pair's image; masked-token accuracy with seeded 15% masks; cos over the same matched and "
         "mismatched pairs",
         "data": f"delo.data.synthetic.sample_pairs({cfg.seed}, {cfg.train_pairs + cfg.heldout_pairs}) "
-        f"(generator version {synthetic.GENERATOR_VERSION}): first {cfg.train_pairs} train, last "
+        f"(generator version {synthetic.PAIRS_VERSION}): first {cfg.train_pairs} train, last "
         f"{cfg.heldout_pairs} held out",
         "config": {**TINY_CONFIG, "vocab_size": config.vocab_size},
         "vocab_size": tokenizer.vocab_size,

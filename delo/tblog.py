@@ -25,6 +25,8 @@ import numpy as np
 
 SELECTION_KEYS = ("ap_seen", "acc_new", "fg_seen", "bwt_seen", "key_acc")
 FINAL_KEYS = ("final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle")
+KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
+"""Task-key accuracy on one missing type, reported per task next to ``key_acc``."""
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -59,7 +61,7 @@ def metric_tag(key: str) -> str:
 
 def metric_tags(test: bool = False) -> list[str]:
     """The metric tags a sweep's hparams config lists (val ones first, test ones when test evaluation runs)."""
-    keys = [*FINAL_KEYS, *SELECTION_KEYS, "ap_seen_oracle"]
+    keys = [*FINAL_KEYS, *SELECTION_KEYS, *KEY_ACC_BY_MISSING, "ap_seen_oracle"]
     tags = [metric_tag(k) for k in keys]
     if test:
         tags += [metric_tag("test_" + k) for k in keys]
@@ -75,7 +77,11 @@ def _proto_modules():
 def _status_code(status: str) -> int:
     from tensorboard.plugins.hparams import api_pb2
 
-    codes = {"success": api_pb2.STATUS_SUCCESS, "failure": api_pb2.STATUS_FAILURE, "running": api_pb2.STATUS_RUNNING}
+    codes = {
+        "success": api_pb2.STATUS_SUCCESS,
+        "failure": api_pb2.STATUS_FAILURE,
+        "running": api_pb2.STATUS_RUNNING,
+    }
     return codes[status]
 
 
@@ -88,7 +94,9 @@ class TBLogger:
         summary_v2, _, _ = _proto_modules()
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
-        start = summary_v2.hparams_pb(flatten_hparams(hparams), trial_id=trial_id, start_time_secs=time.time())
+        start = summary_v2.hparams_pb(
+            flatten_hparams(hparams), trial_id=trial_id, start_time_secs=time.time()
+        )
         self.writer.file_writer.add_summary(start)
 
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -160,7 +168,9 @@ class TBLogger:
         pb = summary_pb2.Summary()
         pb.value.add(
             tag=metadata.SESSION_END_INFO_TAG,
-            metadata=metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info)),
+            metadata=metadata.create_summary_metadata(
+                plugin_data_pb2.HParamsPluginData(session_end_info=info)
+            ),
             tensor=metadata.NULL_TENSOR,
         )
         self.writer.file_writer.add_summary(pb, step)
@@ -188,7 +198,9 @@ def write_hparams_config(
     if isinstance(hparams, Mapping):
         hparams = [summary_v2.HParam(name, _domain(summary_v2, dom)) for name, dom in hparams.items()]
     metric_objs = [summary_v2.Metric(tag) for tag in metrics]
-    pb = summary_v2.hparams_config_pb(hparams=list(hparams), metrics=metric_objs, time_created_secs=time.time())
+    pb = summary_v2.hparams_config_pb(
+        hparams=list(hparams), metrics=metric_objs, time_created_secs=time.time()
+    )
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         writer.file_writer.add_summary(pb)

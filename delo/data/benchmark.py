@@ -118,7 +118,7 @@ def _key_suffix(
 
 def _read_synthetic(data: DataConfig, folder: Path, meta: dict[str, Any]) -> _Dataset:
     syn = data.synthetic
-    key = f"synthetic-{syn.kind}-s{syn.seed}" + (f"-x{syn.scale:g}" if syn.scale != 1 else "")
+    key = f"synthetic-{folder.name}"  # one world per folder: its uids (and so its missing tables) are its own
     report: dict[str, Any] = {"name": f"synthetic-{syn.kind}", "root": str(folder), "layout": "raw"}
     sessions_path = sessions.find_sessions_file(folder, data.sessions_file)
     if syn.kind == "mc":

@@ -32,8 +32,21 @@ from PIL import Image
 from delo.config import SyntheticConfig
 from delo.data.records import DataError, cache_root
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+"""Version of the benchmark files: 2 grew the val and test splits (see MC_SIZES)."""
+PAIRS_VERSION = 1
+"""Seeds :func:`sample_pairs`, independent of GENERATOR_VERSION: the shipped ``tiny`` was pretrained on these
+pairs (its card names version 1), and the drawing rules have not changed since."""
 IMAGE_SIZE = 64
+
+# Split sizes (multi-class: per class; multi-label: movies per session), all times data.synthetic.scale.
+# Test AP is a mean of per-task accuracies, so Var(AP) ~ p(1 - p) / N_test <= 0.25 / N_test (p = 0.5).
+# mc: 20 kept classes x 300 = 6000 test samples -> SE <= 0.65 points; at eta 0.7 both, 30 % are complete
+# (1800 -> SE <= 1.18) and 35 % each text- or image-missing (2100 -> <= 1.09). Val: 3000 -> <= 0.91.
+# ml: 4 x 600 = 2400 test movies -> <= 1.02 by the same bound (macro-F1 is not a proportion; this is a guide).
+# Train sizes are unchanged from version 1.
+MC_SIZES = {"train": 40, "val": 150, "test": 300}
+ML_SIZES = {"train": 150, "val": 300, "test": 600}
 
 # Multi-class world, in class_idx order (deliberately not alphabetical): blocks of 4 form the 5 sessions and
 # the last class (index 20) lies outside every session, so the reader's dropping of unused classes is exercised.
@@ -290,7 +303,7 @@ def sample_pairs(seed: int, n: int) -> list[tuple[Image.Image, str]]:
     and default knobs. Images are 64x64 RGB after a JPEG round trip, like the benchmark's files; multi-label
     texts are their plots joined with ". ", as the reader does. Nothing is read from or written to disk.
     """
-    rng = np.random.default_rng([seed, GENERATOR_VERSION, 101])
+    rng = np.random.default_rng([seed, PAIRS_VERSION, 101])
     knobs = Knobs()
     pairs: list[tuple[Image.Image, str]] = []
     for i in range(n):
@@ -315,8 +328,11 @@ def sample_pairs(seed: int, n: int) -> list[tuple[Image.Image, str]]:
 # The benchmark on disk
 
 
-def variant_dir(kind: str, seed: int, root: Path | None = None) -> Path:
-    return (root or cache_root()) / "synthetic" / f"{kind}-s{seed}-v{GENERATOR_VERSION}"
+def variant_dir(cfg: SyntheticConfig, root: Path | None = None) -> Path:
+    """``<kind>-s<seed>-v<version>-<8 hex>``: the hex digest covers every generator parameter, so worlds with
+    different knobs live side by side (concurrent sweeps, grids over a knob) and a folder is never rebuilt."""
+    digest = hashlib.sha256(json.dumps(generator_params(cfg), sort_keys=True).encode()).hexdigest()[:8]
+    return (root or cache_root()) / "synthetic" / f"{cfg.kind}-s{cfg.seed}-v{GENERATOR_VERSION}-{digest}"
 
 
 def generator_params(cfg: SyntheticConfig) -> dict[str, Any]:
@@ -359,7 +375,7 @@ def write_mc(
 ) -> tuple[str, dict[str, int]]:
     """Food101 raw layout; returns the content hash and the split sizes (unused class included)."""
     out = _Writer(folder)
-    sizes = {"train": _count(40, scale), "val": _count(10, scale), "test": _count(20, scale)}
+    sizes = {split: _count(n, scale) for split, n in MC_SIZES.items()}
     split_lists: dict[str, list[str]] = {s: [] for s in sizes}
     titles: dict[str, list[str]] = {"train": [], "test": []}
     in_session = MC_SESSIONS * MC_PER_SESSION
@@ -422,7 +438,7 @@ def write_ml(
 ) -> tuple[str, dict[str, int]]:
     """MM-IMDb raw layout plus sessions.json; returns the content hash and the split sizes (kept movies)."""
     out = _Writer(folder)
-    sizes = {"train": _count(150, scale), "val": _count(40, scale), "test": _count(80, scale)}
+    sizes = {split: _count(n, scale) for split, n in ML_SIZES.items()}
     per_session = sum(sizes.values())
     design = _ml_design(rng, per_session)
     # three movies with only a dropped (rare) genre, one per split: the reader drops and counts them
@@ -483,11 +499,11 @@ def generate(cfg: SyntheticConfig, folder: Path) -> dict[str, Any]:
 
 
 def ensure_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> Path:
-    """Driver side: the variant's folder, (re)generated when absent or when its parameters changed.
+    """Driver side: the variant's folder, generated when absent (or when a damaged one lacks generator.json).
 
     Built in a temp sibling folder and renamed into place under a file lock, so readers never see half a set.
     """
-    folder = variant_dir(cfg.kind, cfg.seed, root)
+    folder = variant_dir(cfg, root)
     folder.parent.mkdir(parents=True, exist_ok=True)
     params = generator_params(cfg)
     with FileLock(str(folder) + ".lock"):
@@ -511,7 +527,7 @@ def ensure_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> Path:
 
 def check_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Trial side: the variant's folder and generator.json; DataError when absent or built with other knobs."""
-    folder = variant_dir(cfg.kind, cfg.seed, root)
+    folder = variant_dir(cfg, root)
     meta = _read_generator_json(folder)
     if meta is None:
         raise DataError(f"{folder}: synthetic benchmark not found; run prepare_data(cfg) on the driver first")

@@ -103,7 +103,7 @@ class RoutingContext:
     uniform_task: int | None = None  # set when every sample uses the same task (train / proxy)
     pool_tasks: range = range(0)  # tasks whose pools the linears stack (one when uniform, else 0..t-1)
     pool_index: Tensor | None = None  # (B,) long: each sample's position in pool_tasks
-    key_query: Tensor | None = None  # (B, d) TKM query u, once computed
+    key_query: Tensor | None = None  # TKM query: u (B, d) shared, [q_v, q_t] (B, 2, d) per modality
     stop_at_key_site: bool = False  # the ``keys`` pass ends at the TKM site
     text_mask: Tensor | None = None  # (B, L_t) from the batch (set by the embeddings hook)
     # (B, S - L_t): image [CLS] + valid patches, in this forward's (random) patch order

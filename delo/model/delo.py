@@ -32,7 +32,8 @@ class ModelOutput:
     pooled: Tensor  # (B, d) ViLT pooler output
     queries: list[Tensor]  # raw [q_v, q_t] (B, 2, d) per query site (one per layer for q/k/v)
     query_sites: list[str]  # the names of those query sites
-    key_query: Tensor | None  # (B, d) TKM query u (train and agnostic modes)
+    # TKM query (train and agnostic modes): u (B, d) for shared keys, raw [q_v, q_t] (B, 2, d) per modality
+    key_query: Tensor | None
 
 
 @dataclass
@@ -76,7 +77,7 @@ class DeLoModel(nn.Module):
             group_by_input(self._sites)
         self.hidden = vilt.config.hidden_size
         self.heads = nn.ModuleList()
-        self.tkm = TaskKeyMemory(self.hidden)
+        self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
         self.num_classes: list[int] = []
         self.offsets: list[int] = []
         self.register_buffer("_column_task", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -98,7 +99,8 @@ class DeLoModel(nn.Module):
 
     @property
     def task_keys(self) -> Tensor:
-        """(T_learned, d) Task-Key Memory buffer (also inside ``task_state(k)`` as ``task_key``)."""
+        """Task-Key Memory buffer, (T_learned, d) shared or (T_learned, 2, d) per modality ([key^v, key^t]);
+        key k also travels inside ``task_state(k)`` as ``task_key``."""
         return self.tkm.keys
 
     def head_span(self, k: int) -> slice:
@@ -204,11 +206,11 @@ class DeLoModel(nn.Module):
             # The task must be known before the first expert, which sits below a deeper TKM site.
             ctx.key_query = self._key_query_pass(batch)
             if mode == "agnostic":
-                ctx.set_task(self.tkm.infer(ctx.key_query), None, self.num_tasks)
+                ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, self.num_tasks)
         with use_context(self._slot, ctx):
             out = self._run_vilt(batch)
         if mode == "train":
-            self.tkm.update(task, ctx.key_query, self.cfg.beta)
+            self.tkm.update(task, ctx.key_query, ctx.missing, self.cfg.beta)
         return ModelOutput(
             scores=self._scores(out.pooler_output, ctx),
             task=ctx.task,
@@ -244,7 +246,7 @@ class DeLoModel(nn.Module):
 
     @torch.no_grad()
     def _key_query_pass(self, batch: dict) -> Tensor:
-        """Expert-free forward up to the TKM site; returns u (B, d)."""
+        """Expert-free forward up to the TKM site; returns the TKM query."""
         ctx = self._new_context(batch, "keys")
         ctx.stop_at_key_site = True
         try:
@@ -265,12 +267,12 @@ class DeLoModel(nn.Module):
         ctx = self._slot.current
         if ctx is None or ctx.mode not in ("train", "agnostic", "keys") or ctx.key_query is not None:
             return
-        guided = ctx.queries_for(output, None).guided  # (B, 2, d): [q̂_v, q̂_t]
-        ctx.key_query = guided.mean(dim=1).detach()  # (B, d): u = (q̂_v + q̂_t) / 2
+        site = ctx.queries_for(output, None)  # raw [q_v, q_t] and guided [q̂_v, q̂_t], each (B, 2, d)
+        ctx.key_query = self.tkm.query(site.raw, site.guided).detach()
         if ctx.stop_at_key_site:
             raise _KeySiteReached
         if ctx.task is None:
-            ctx.set_task(self.tkm.infer(ctx.key_query), None, self.num_tasks)
+            ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, self.num_tasks)
 
     def _scores(self, pooled: Tensor, ctx: RoutingContext) -> Tensor:
         total = sum(self.num_classes)

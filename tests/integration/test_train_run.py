@@ -12,10 +12,12 @@ from delo.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# 3 tasks, a few steps each, test rows on: small enough for 2 shared cores.
+# 3 tasks, 4 steps each on a tenth of the synthetic set (one batch per epoch), test rows on: small enough for 2
+# shared cores.
 TINY_RUN = [
     "data.num_tasks=3",
-    "train.epochs=1",
+    "data.synthetic.scale=0.1",
+    "train.epochs=4",
     "train.batch_size=16",
     "train.max_steps_per_task=4",
     "model.E=4",
@@ -25,10 +27,43 @@ TINY_RUN = [
     "train.threads=1",
 ]
 
-RESULT_KEYS = {"ap", "fg", "last", "bwt", "matrix", "matrix_task_aware", "task_key_accuracy", "by_missing", "params",
-               "config", "wall_time_s", "test_ap", "test_fg", "test_matrix", "test_task_key_accuracy"}
-REPORT_KEYS = {"task", "ap_seen", "acc_new", "fg_seen", "bwt_seen", "key_acc", "ap_seen_oracle", "ap_seen_complete",
-               "ap_seen_text_missing", "ap_seen_image_missing", "task_time_s", "train_loss", "test_ap_seen"}
+RESULT_KEYS = {
+    "ap",
+    "fg",
+    "last",
+    "bwt",
+    "matrix",
+    "matrix_task_aware",
+    "task_key_accuracy",
+    "by_missing",
+    "params",
+    "config",
+    "wall_time_s",
+    "test_ap",
+    "test_fg",
+    "test_matrix",
+    "test_task_key_accuracy",
+    "key_acc_by_missing",
+    "test_key_acc_by_missing",
+}
+KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
+REPORT_KEYS = {
+    "task",
+    "ap_seen",
+    "acc_new",
+    "fg_seen",
+    "bwt_seen",
+    "key_acc",
+    "ap_seen_oracle",
+    "ap_seen_complete",
+    "ap_seen_text_missing",
+    "ap_seen_image_missing",
+    "task_time_s",
+    "train_loss",
+    "test_ap_seen",
+    *KEY_ACC_BY_MISSING,
+    *(f"test_{k}" for k in KEY_ACC_BY_MISSING),
+}
 FINAL_KEYS = {"final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle"}
 
 
@@ -73,12 +108,16 @@ def test_run_writes_result_and_reports(reference):
     assert all(result["matrix"][j][i] is None for j in range(T) for i in range(j + 1, T))
     assert all(result["matrix"][j][i] is not None for j in range(T) for i in range(j + 1))
     assert set(result["by_missing"]) == {"complete", "text_missing", "image_missing"}
+    for key in ("key_acc_by_missing", "test_key_acc_by_missing"):  # eta 0.7 both: every type has samples
+        assert set(result[key]) == {"complete", "text_missing", "image_missing"}
+        assert all(0.0 <= v <= 100.0 for v in result[key].values()), result[key]
     assert result["params"]["total"] > result["params"]["trainable"] > 0
     assert result["config"]["model"]["E"] == 4
 
     assert [m["task"] for m, _ in reports] == [1, 2, 3]
     for m, files in reports:
         assert REPORT_KEYS <= set(m)
+        assert all(0.0 <= m[k] <= 100.0 for k in KEY_ACC_BY_MISSING), m
         assert ("final_ap" in m) == (m["task"] == T)  # final keys only in the last report
         assert files == ["state.pt"] + [f"task_{k}.pt" for k in range(1, m["task"] + 1)]
     last = reports[-1][0]
@@ -145,8 +184,17 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     mux.Reload()
     (run,) = mux.Runs()
     tags = mux.Runs()[run]
-    assert {"val/ap_seen", "val/key_acc", "oracle/ap_seen", "train/loss", "val/final_ap", "test/final_ap",
-            "val/fg_seen"} <= set(tags["scalars"])
+    assert {
+        "val/ap_seen",
+        "val/key_acc",
+        "oracle/ap_seen",
+        "train/loss",
+        "val/final_ap",
+        "test/final_ap",
+        "val/fg_seen",
+        "val/key_acc_image_missing",
+        "test/key_acc_complete",
+    } <= set(tags["scalars"])
     assert [e.step for e in mux.Scalars(run, "val/ap_seen")] == [1, 2, 3]
     assert {"val/result_matrix", "test/result_matrix", "routing/expert_frequency"} <= set(tags["images"])
     assert "routing/cos_qv_qt_complete" in tags["histograms"]
@@ -157,12 +205,20 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
 
 
 def _launch(*args, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / "launch" / "train.py"), *args], check=False, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "train.py"), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_cli_bad_config_exits_2_before_training(tmp_path):
-    proc = _launch("--set", "model.r=9", "--set", "model.E=4", "--set", "train.nope=1", "--out", str(tmp_path / "x"))
+    proc = _launch(
+        "--set", "model.r=9", "--set", "model.E=4", "--set", "train.nope=1", "--out", str(tmp_path / "x")
+    )
     assert proc.returncode == 2
     assert "train.nope" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
@@ -176,3 +232,7 @@ def test_cli_runs_and_writes_result_json(prepared, tmp_path):
     result = json.loads((tmp_path / "cli" / "result.json").read_text())
     assert "test_ap" not in result and {"ap", "fg", "matrix", "params"} <= set(result)
     assert "result matrix" in proc.stdout and "AP" in proc.stdout
+    (key_line,) = [
+        line for line in proc.stdout.splitlines() if line.startswith("task-key accuracy (last row")
+    ]
+    assert "(complete " in key_line and "image_missing" in key_line

@@ -39,15 +39,27 @@ def _hparams(events_dir: Path) -> dict:
 def real_sweep(tmp_path_factory, ray_session):
     from delo.backbone import TINY_DIR
 
-    assert (TINY_DIR / "config.json").is_file(), "the shipped tiny backbone (delo/assets/tiny_vilt) is missing"
+    assert (TINY_DIR / "config.json").is_file(), (
+        "the shipped tiny backbone (delo/assets/tiny_vilt) is missing"
+    )
     tmp = tmp_path_factory.mktemp("real")
     profile = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
     spec = tmp / "spec.yaml"
     spec.write_text(f"base: {{file: {profile}}}\n" + SPEC)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "sweep.py"), str(spec), "--address",
-         ray_session, "--storage", str(tmp / "out")],
-        capture_output=True, text=True, timeout=480, check=False,
+        [
+            sys.executable,
+            str(ROOT / "launch" / "sweep.py"),
+            str(spec),
+            "--address",
+            ray_session,
+            "--storage",
+            str(tmp / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=480,
+        check=False,
     )
     return proc, tmp / "out" / "real"
 
@@ -89,6 +101,7 @@ def test_retry_resumes_and_matches_uninterrupted(real_sweep):
         assert retry_rows[-1][key] == plain_rows[-1][key], key
     for key in ("matrix", "matrix_task_aware", "test_matrix", "task_key_accuracy"):
         assert retried[key] == plain[key], key
+
     def timeless(history):  # wall-clock figures differ between any two runs
         return [{k: v for k, v in h.items() if not k.endswith("_time_s")} for h in history]
 
@@ -101,7 +114,9 @@ def test_tensorboard_hparams_for_experiment_and_every_trial(real_sweep):
     _, exp = real_sweep
     root = _hparams(exp)
     assert metadata.EXPERIMENT_TAG in root
-    tags = {m.name.tag for m in metadata.parse_experiment_plugin_data(root[metadata.EXPERIMENT_TAG]).metric_infos}
+    tags = {
+        m.name.tag for m in metadata.parse_experiment_plugin_data(root[metadata.EXPERIMENT_TAG]).metric_infos
+    }
     assert {"val/final_ap", "val/ap_seen", "test/final_ap"} <= tags
     trials = [p for p in exp.iterdir() if p.is_dir() and (p / "trial.json").is_file()]
     assert len(trials) == 3
@@ -110,3 +125,38 @@ def test_tensorboard_hparams_for_experiment_and_every_trial(real_sweep):
         start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
         assert start.group_name == folder.name
         assert start.hparams["model.E"].number_value == 4
+
+
+WORLDS_SPEC = """name: worlds
+grid:
+  axes:
+    data.synthetic.dominant: [0.0, 0.5]
+  seeds: [0]
+max_concurrent: 2
+"""
+
+
+def test_grid_over_a_generator_knob_runs_every_world(tmp_path, ray_session):
+    """Each value of data.synthetic.dominant gets its own cache folder, so neither trial finds its world
+    replaced by the other's (the driver prepares both before any trial starts)."""
+    from delo.config import load_config
+    from delo.data.synthetic import check_synthetic
+
+    profile = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
+    spec = tmp_path / "worlds.yaml"
+    spec.write_text(f"base: {{file: {profile}}}\n" + WORLDS_SPEC)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "sweep.py"), str(spec), "--address",
+         ray_session, "--storage", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=480, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "worlds" / "results.csv").open()))
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows), rows
+    folders = set()
+    for dominant in (0.0, 0.5):
+        syn = load_config(profile, [f"data.synthetic.dominant={dominant}"]).data.synthetic
+        folder, meta = check_synthetic(syn)
+        assert meta["dominant"] == dominant
+        folders.add(folder)
+    assert len(folders) == 2

@@ -14,9 +14,11 @@ from delo.config import SyntheticConfig, load_config
 from delo.data import DataError, load_benchmark, prepare_data
 from delo.data.synthetic import (
     FILLER_WORDS,
+    GENERATOR_VERSION,
     MC_CLASSES,
     ML_GENRES,
     WORLD_WORDS,
+    check_synthetic,
     ensure_synthetic,
     generate,
     sample_pairs,
@@ -24,9 +26,15 @@ from delo.data.synthetic import (
 )
 
 
+@pytest.fixture(scope="module")
+def _module_cache(tmp_path_factory):
+    """The full-size worlds take seconds to write: the layout and probe tests share one cache."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DELO_CACHE", str(tmp_path / "cache"))
+def _own_cache(_module_cache, monkeypatch):
+    monkeypatch.setenv("DELO_CACHE", str(_module_cache))
 
 
 def _cfg(kind: str, eta: float = 0.7, **syn):
@@ -40,7 +48,8 @@ def _tokenizer():
     return tok
 
 
-def test_world_words_and_pretraining_pairs(tmp_path):
+def test_world_words_and_pretraining_pairs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELO_CACHE", str(tmp_path / "cache"))
     assert len(set(WORLD_WORDS)) == len(WORLD_WORDS) and all(w == w.lower() for w in WORLD_WORDS)
     pairs = sample_pairs(5, 40)
     again = sample_pairs(5, 40)
@@ -56,37 +65,52 @@ def test_world_words_and_pretraining_pairs(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["mc", "ml"])
-def test_generation_is_deterministic_and_fast(tmp_path, kind):
-    a = generate(SyntheticConfig(kind=kind, seed=3), tmp_path / "a")
-    assert a["seconds"] < 5.0
+def test_generation_is_deterministic(tmp_path, kind):
     b = generate(SyntheticConfig(kind=kind, seed=3, scale=0.2), tmp_path / "b")
     b2 = generate(SyntheticConfig(kind=kind, seed=3, scale=0.2), tmp_path / "b2")
     c = generate(SyntheticConfig(kind=kind, seed=4, scale=0.2), tmp_path / "c")
     assert b["content_hash"] == b2["content_hash"] != c["content_hash"]
-    assert json.loads((tmp_path / "a" / "generator.json").read_text())["content_hash"] == a["content_hash"]
+    assert json.loads((tmp_path / "b" / "generator.json").read_text())["content_hash"] == b["content_hash"]
 
 
-def test_cache_is_built_once_and_rebuilt_when_knobs_change(tmp_path):
-    with pytest.raises(DataError, match="run prepare_data"):
-        load_benchmark(_cfg("mc"))
-    folder = ensure_synthetic(SyntheticConfig(kind="mc"))
-    assert folder == variant_dir("mc", 0) and folder.name == "mc-s0-v1"
+def test_each_world_has_its_own_folder_built_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("DELO_CACHE", str(tmp_path / "cache"))
+    plain, shifted = (
+        SyntheticConfig(kind="mc", scale=0.1),
+        SyntheticConfig(kind="mc", scale=0.1, dominant=0.5),
+    )
+    with pytest.raises(DataError, match="not found; run prepare_data"):
+        load_benchmark(_cfg("mc", scale=0.1))
+    folder = ensure_synthetic(plain)
+    assert folder == variant_dir(plain) and re.fullmatch(
+        rf"mc-s0-v{GENERATOR_VERSION}-[0-9a-f]{{8}}", folder.name
+    )
     stamp = (folder / "generator.json").stat().st_mtime_ns
-    assert ensure_synthetic(SyntheticConfig(kind="mc")) == folder
+    assert ensure_synthetic(plain) == folder
+    assert (folder / "generator.json").stat().st_mtime_ns == stamp  # a matching folder is never rebuilt
+    with pytest.raises(DataError, match="not found; run prepare_data"):
+        check_synthetic(shifted)
+    other = ensure_synthetic(shifted)  # a grid over a knob: the first world stays where it is
+    assert other != folder and other.name.startswith(f"mc-s0-v{GENERATOR_VERSION}-")
     assert (folder / "generator.json").stat().st_mtime_ns == stamp
-    with pytest.raises(DataError, match="other parameters"):
-        load_benchmark(_cfg("mc", dominant=0.5))
-    old = json.loads((folder / "generator.json").read_text())["content_hash"]
-    ensure_synthetic(SyntheticConfig(kind="mc", dominant=0.5))
-    assert json.loads((folder / "generator.json").read_text())["content_hash"] != old
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["mc-s0-v1", "mc-s0-v1.lock"]
+    metas = {cfg.dominant: check_synthetic(cfg)[1] for cfg in (plain, shifted)}
+    assert metas[0.0]["dominant"] == 0.0 and metas[0.5]["dominant"] == 0.5
+    assert metas[0.0]["content_hash"] != metas[0.5]["content_hash"]
+    assert variant_dir(SyntheticConfig(kind="mc", scale=0.1)) == folder  # stable across instances
+    names = sorted(p.name for p in folder.parent.iterdir())
+    assert names == sorted([folder.name, folder.name + ".lock", other.name, other.name + ".lock"])
+    for dominant in (0.0, 0.5):  # both worlds load side by side, each with its own missing tables
+        cfg = _cfg("mc", scale=0.1, dominant=dominant)
+        prepare_data(cfg)
+        assert load_benchmark(cfg).report["root"] == str(variant_dir(cfg.data.synthetic))
 
 
 def test_mc_layout_sizes_and_sessions():
     cfg = _cfg("mc")
     prepare_data(cfg)
     bench = load_benchmark(cfg)
-    root = variant_dir("mc", 0)
+    root = variant_dir(cfg.data.synthetic)
+    assert json.loads((root / "generator.json").read_text())["seconds"] < 30  # about 11 s on 2 shared cores
     class_idx = json.loads((root / "class_idx.json").read_text())
     assert list(class_idx) != sorted(class_idx) and class_idx[MC_CLASSES[20]] == 20
     assert (root / "texts" / "train_titles.csv").read_text().split("\n")[0].count('"') == 2
@@ -94,10 +118,10 @@ def test_mc_layout_sizes_and_sessions():
     assert bench.label_names == list(MC_CLASSES[:20])
     assert {s: sum(bench.report["sizes"][s]) for s in ("train", "val", "test")} == {
         "train": 800,
-        "val": 200,
-        "test": 400,
+        "val": 3000,
+        "test": 6000,
     }
-    assert bench.report["dropped_unused_class"] == 70
+    assert bench.report["dropped_unused_class"] == 490
     codes = Counter(x.missing for x in bench.split(2, "train"))
     assert codes == {0: 48, 1: 56, 2: 56}  # eta 0.7 both: 30 % / 35 % / 35 %
     tok = _tokenizer()
@@ -111,7 +135,8 @@ def test_ml_layout_sizes_sessions_and_frequencies():
     cfg = _cfg("ml")
     prepare_data(cfg)
     bench = load_benchmark(cfg)
-    root = variant_dir("ml", 0)
+    root = variant_dir(cfg.data.synthetic)
+    assert json.loads((root / "generator.json").read_text())["seconds"] < 30  # about 6-8 s on 2 shared cores
     split = json.loads((root / "split.json").read_text())
     assert set(split) == {"train", "dev", "test"} and all(re.fullmatch(r"\d{7}", i) for i in split["train"])
     counts: Counter[str] = Counter()
@@ -126,8 +151,8 @@ def test_ml_layout_sizes_sessions_and_frequencies():
     assert bench.num_tasks == 4 and bench.label_names == list(ML_GENRES[:12])
     assert bench.report["sizes"] == {
         "train": [150] * 4,
-        "val": [40] * 4,
-        "test": [80] * 4,
+        "val": [300] * 4,
+        "test": [600] * 4,
     }  # rarest = intended
     assert bench.report["dropped_no_kept_label"] == 3
     cardinality = Counter(len(s.label) for t in range(4) for s in bench.split(t, "train"))

@@ -173,8 +173,8 @@ def test_pool_selection_uses_the_guided_query(variant, code, pool, query):
         assert set(counts[1, pool].nonzero().flatten().tolist()) == set(s_b.topk(2).indices.tolist())
 
 
-def test_task_keys_follow_the_ema_formula():
-    model = _model(beta=0.75)
+def test_shared_task_keys_follow_the_ema_formula():
+    model = _model(beta=0.75, tkm_keys="shared")
     seen = _capture(model)
     assert torch.equal(model.task_keys, torch.zeros(1, 32))
     first = model(_batch(seed=1), "train")
@@ -186,6 +186,26 @@ def test_task_keys_follow_the_ema_formula():
     torch.testing.assert_close(first.key_query, expected_u, atol=1e-6, rtol=1e-6)
     second = model(_batch(seed=2), "train")
     assert torch.equal(model.task_keys[0], 0.75 * key + 0.25 * second.key_query.mean(0))
+    key = model.task_keys.clone()
+    for mode in ("proxy", "agnostic", "oracle"):
+        model(_batch(seed=3), mode)
+    assert torch.equal(model.task_keys, key)
+
+
+def test_per_modality_task_keys_average_the_real_modality_only():
+    model = _model(beta=0.75)
+    assert model.cfg.tkm_keys == "per_modality"
+    seen = _capture(model)
+    assert torch.equal(model.task_keys, torch.zeros(1, 2, 32))
+    out = model(_batch(missing=(0, 1, 2, 0), seed=1), "train")
+    q_v, q_t = _manual_queries(seen["x"][0], seen["mask"][0])
+    torch.testing.assert_close(out.key_query, torch.stack([q_v, q_t], dim=1), atol=1e-6, rtol=1e-6)
+    # key^v from the samples with a real image (0, 1, 3), key^t from those with real text (0, 2, 3)
+    expected = 0.25 * torch.stack([q_v[[0, 1, 3]].mean(0), q_t[[0, 2, 3]].mean(0)])
+    torch.testing.assert_close(model.task_keys[0], expected, atol=1e-6, rtol=1e-6)
+    key = model.task_keys.clone()
+    model(_batch(missing=(2, 2, 2, 2), seed=2), "train")  # no real image: key^v stays
+    assert torch.equal(model.task_keys[0, 0], key[0, 0]) and not torch.equal(model.task_keys[0, 1], key[0, 1])
     key = model.task_keys.clone()
     for mode in ("proxy", "agnostic", "oracle"):
         model(_batch(seed=3), mode)
@@ -222,8 +242,9 @@ def test_mixed_batch_routes_each_sample_to_its_own_task(variant):
         assert torch.isinf(agnostic.scores[0, 3:]).all() and torch.isinf(agnostic.scores[1, :3]).all()
 
 
-def test_deeper_key_site_uses_an_expert_free_pass():
-    model = _model(tasks=2, tkm_layer=1)
+@pytest.mark.parametrize("tkm_keys", ["shared", "per_modality"])
+def test_deeper_key_site_uses_an_expert_free_pass(tkm_keys):
+    model = _model(tasks=2, tkm_layer=1, tkm_keys=tkm_keys)
     for k in range(2):
         _randomize_b(model, k)
     seen = _capture(model, layer=1)
@@ -232,9 +253,12 @@ def test_deeper_key_site_uses_an_expert_free_pass():
         out = model(batch, "agnostic")
         assert len(seen["x"]) == 2  # key pass (stopped at layer 1's input) + main pass
         q_v, q_t = _manual_queries(seen["x"][0], seen["mask"][0])
-        guided_u = torch.stack([(q_v[0] + q_t[0]) / 2, q_v[1], q_t[2], (q_v[3] + q_t[3]) / 2])
-        torch.testing.assert_close(out.key_query, guided_u, atol=1e-6, rtol=1e-6)
-        assert torch.equal(out.task, model.tkm.infer(out.key_query))
+        if tkm_keys == "shared":
+            expected = torch.stack([(q_v[0] + q_t[0]) / 2, q_v[1], q_t[2], (q_v[3] + q_t[3]) / 2])
+        else:
+            expected = torch.stack([q_v, q_t], dim=1)
+        torch.testing.assert_close(out.key_query, expected, atol=1e-6, rtol=1e-6)
+        assert torch.equal(out.task, model.tkm.infer(out.key_query, batch["missing"]))
         # The key pass ran without experts: it matches a pass with every B set to zero.
         for site in model.sites:
             for pool in site.pools:
@@ -244,15 +268,18 @@ def test_deeper_key_site_uses_an_expert_free_pass():
         assert not torch.allclose(seen["x"][1][:, :TEXT_LEN], seen["x"][2][:, :TEXT_LEN], atol=1e-4)
 
 
-def test_task_state_round_trip():
-    model = _model(tasks=2)
+@pytest.mark.parametrize("tkm_keys", ["shared", "per_modality"])
+def test_task_state_round_trip(tkm_keys):
+    model = _model(tasks=2, tkm_keys=tkm_keys)
     for k in range(2):
         _randomize_b(model, k)
     model(_batch(), "train")
     states = [model.task_state(k) for k in range(2)]
     assert "task_key" in states[1] and "head.weight" in states[1]
     assert all(isinstance(t, torch.Tensor) for t in states[0].values())
-    fresh = _model(tasks=2)
+    assert states[1]["task_key"].shape == ((32,) if tkm_keys == "shared" else (2, 32))
+    assert states[0]["task_key"].abs().sum() == 0 and states[1]["task_key"].abs().sum() > 0  # task 1 trained
+    fresh = _model(tasks=2, tkm_keys=tkm_keys)
     for k in range(2):
         fresh.load_task_state(k, states[k])
         for name, tensor in fresh.task_state(k).items():
@@ -266,6 +293,9 @@ def test_task_state_round_trip():
         fresh.load_task_state(0, {k: v for k, v in states[0].items() if k != "task_key"})
     with pytest.raises(ValueError, match="shape"):
         fresh.load_task_state(0, {**states[0], "head.weight": torch.zeros(1, 1)})
+    other = _model(tasks=1, tkm_keys="per_modality" if tkm_keys == "shared" else "shared")
+    with pytest.raises(ValueError, match="task_key: shape"):
+        other.load_task_state(0, states[0])
 
 
 def test_begin_task_checks_order_and_offsets():

@@ -14,16 +14,31 @@ pytest.importorskip("tensorboard")
 def _accumulator(path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(path), size_guidance={"tensors": 0, "scalars": 0, "images": 0, "histograms": 0})
+    acc = EventAccumulator(
+        str(path), size_guidance={"tensors": 0, "scalars": 0, "images": 0, "histograms": 0}
+    )
     acc.Reload()
     return acc
 
 
 def test_flatten_and_tags():
-    flat = tblog.flatten_hparams({"seed": 0, "model": {"E": 4, "targets": ["q", "k"], "gate": "ste"},
-                                  "data": {"root": None, "missing": {"eta": 0.7}}, "eval": {"test": True}})
-    assert flat == {"seed": 0, "model.E": 4, "model.targets": "q,k", "model.gate": "ste", "data.root": "None",
-                    "data.missing.eta": 0.7, "eval.test": True}
+    flat = tblog.flatten_hparams(
+        {
+            "seed": 0,
+            "model": {"E": 4, "targets": ["q", "k"], "gate": "ste"},
+            "data": {"root": None, "missing": {"eta": 0.7}},
+            "eval": {"test": True},
+        }
+    )
+    assert flat == {
+        "seed": 0,
+        "model.E": 4,
+        "model.targets": "q,k",
+        "model.gate": "ste",
+        "data.root": "None",
+        "data.missing.eta": 0.7,
+        "eval.test": True,
+    }
     assert tblog.metric_tag("ap_seen") == "val/ap_seen"
     assert tblog.metric_tag("final_ap") == "val/final_ap"
     assert tblog.metric_tag("test_final_ap") == "test/final_ap"
@@ -32,6 +47,9 @@ def test_flatten_and_tags():
     assert tblog.metric_tag("task_time_s") == "time/task_s"
     assert tblog.metric_tag("train_time_s") == "time/train_s"
     assert "val/final_ap" in tblog.metric_tags() and "test/final_ap" in tblog.metric_tags(test=True)
+    assert {"val/key_acc", "val/key_acc_image_missing", "test/key_acc_complete"} <= set(
+        tblog.metric_tags(test=True)
+    )
 
 
 def test_run_writer_round_trip(tmp_path):
@@ -40,13 +58,20 @@ def test_run_writer_round_trip(tmp_path):
     log = tblog.TBLogger(tmp_path / "tb", {"seed": 3, "model": {"E": 4, "r": 2}, "eval": {"test": False}})
     R = [[90.0, None], [80.0, 70.0]]
     for task in (1, 2):
-        log.scalars({"task": task, "ap_seen": 50.0 + task, "fg_seen": math.nan, "train_loss": 0.5, "note": "x"}, task)
+        log.scalars(
+            {"task": task, "ap_seen": 50.0 + task, "fg_seen": math.nan, "train_loss": 0.5, "note": "x"}, task
+        )
         log.matrix("val/result_matrix", R[:task], task)
         counts = torch.zeros(task, 2, 2, 4, dtype=torch.long)  # (T, A/B, v/t, E) as model.routing_stats()
         counts[:, 0, 0, 1] = 5
         counts[:, 0, 1, 2] = 3
-        log.routing({"selection": {"layer0.query": counts, "layer0.key": counts},
-                     "query_cos": {"layer0": 0.4, "layer1": 0.6}}, task)
+        log.routing(
+            {
+                "selection": {"layer0.query": counts, "layer0.key": counts},
+                "query_cos": {"layer0": 0.4, "layer1": 0.6},
+            },
+            task,
+        )
         log.flush()
     log.session_end({"final_ap": 75.0, "final_fg": 10.0}, step=2)
     log.close()
@@ -60,9 +85,11 @@ def test_run_writer_round_trip(tmp_path):
     assert [e.value for e in acc.Scalars("routing/cos_qv_qt/layer1")] == pytest.approx([0.6, 0.6])
     assert "val/result_matrix" in acc.Tags()["images"] and "routing/expert_frequency" in acc.Tags()["images"]
     hists = acc.Tags()["histograms"]
-    assert {"routing/cos_qv_qt_complete", "routing/expert_frequency_vision", "routing/expert_frequency_text"} <= set(
-        hists
-    )
+    assert {
+        "routing/cos_qv_qt_complete",
+        "routing/expert_frequency_vision",
+        "routing/expert_frequency_text",
+    } <= set(hists)
 
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
@@ -77,14 +104,21 @@ def test_run_writer_round_trip(tmp_path):
 
 def test_routing_accepts_per_sample_cosines_and_flat_counts(tmp_path):
     log = tblog.TBLogger(tmp_path, {"seed": 0})
-    log.routing({"selection": {"l0.v": np.array([1, 2, 3]), "l0.t": np.array([0, 1, 0])},
-                 "cos": torch.linspace(-0.5, 0.5, 9)}, 1)
+    log.routing(
+        {
+            "selection": {"l0.v": np.array([1, 2, 3]), "l0.t": np.array([0, 1, 0])},
+            "cos": torch.linspace(-0.5, 0.5, 9),
+        },
+        1,
+    )
     log.routing({}, 2)
     log.close()
     hists = _accumulator(tmp_path).Tags()["histograms"]
-    assert {"routing/cos_qv_qt_complete", "routing/expert_frequency_vision", "routing/expert_frequency_text"} <= set(
-        hists
-    )
+    assert {
+        "routing/cos_qv_qt_complete",
+        "routing/expert_frequency_vision",
+        "routing/expert_frequency_text",
+    } <= set(hists)
 
 
 def test_experiment_config(tmp_path):
@@ -92,7 +126,12 @@ def test_experiment_config(tmp_path):
 
     tblog.write_hparams_config(
         tmp_path,
-        {"model.E": (4, 32), "loss.lambda1": (1e-3, 1.0), "model.variant": ["delo", "no_guide"], "seed": None},
+        {
+            "model.E": (4, 32),
+            "loss.lambda1": (1e-3, 1.0),
+            "model.variant": ["delo", "no_guide"],
+            "seed": None,
+        },
         tblog.metric_tags(test=True),
     )
     acc = _accumulator(tmp_path)
