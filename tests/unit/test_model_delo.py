@@ -348,3 +348,34 @@ def test_grouped_sites_match_site_by_site_routing():
         torch.manual_seed(4)
         single = model(batch, "oracle").scores
     torch.testing.assert_close(grouped, single, atol=1e-6, rtol=1e-6)
+
+
+def test_evaluation_reruns_only_wrongly_keyed_samples_and_matches_full_oracle():
+    from delo.evaluate import evaluate_task
+
+    model = _model(tasks=2)
+    for k in range(2):
+        _randomize_b(model, k)
+    batch = _batch(missing=(0, 0, 0, 0), tasks=(0, 1, 1, 0))
+    with torch.no_grad():
+        # swapped keys: sample 0 (task 0) and sample 1 (task 1) are each keyed to the other task
+        u = model(_subset(batch, [0, 1]), "agnostic").key_query
+        model.task_keys.copy_(u.flip(0))
+        agnostic = model.predict({k: v for k, v in batch.items() if k != "task"})
+        full_oracle = model.predict(batch, oracle=True)
+    calls = []
+    predict = model.predict
+
+    def counting(b, oracle=False):
+        calls.append((oracle, b["input_ids"].shape[0]))
+        return predict(b, oracle=oracle)
+
+    model.predict = counting
+    out = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=torch.device("cpu"))
+    wrong = int((agnostic.task != batch["task"]).sum())
+    assert wrong >= 2
+    assert calls == [(False, 4), (True, wrong)]
+    expected_hit = (full_oracle.scores.argmax(1) == batch["labels"]).numpy()
+    assert (out["oracle"].hit == expected_hit).all()
+    assert out["oracle"].key_hit.all()
+    assert (out["agnostic"].key_hit == (agnostic.task == batch["task"]).numpy()).all()
