@@ -21,6 +21,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 
+DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "sweeps" / "profiles" / "synthetic.yaml"
+"""The embedded default run (synthetic benchmark, tiny ViLT, its own lr / batch): what ``launch/train.py`` runs
+without a config file. The schema defaults themselves are the paper's real-data settings (method.md §10)."""
+
+
 class ConfigError(ValueError):
     """A config problem; the launchers print it and exit with status 2."""
 

@@ -385,11 +385,13 @@ def default_out_dir() -> Path:
 
 
 def cli(config_path: str | None, overrides: list[str], out_dir: str | None) -> int:
-    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise."""
-    from delo.config import load_config
+    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise.
+
+    Without ``config_path`` the embedded default profile (``sweeps/profiles/synthetic.yaml``) is used."""
+    from delo.config import DEFAULT_PROFILE, load_config
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_config(config_path or DEFAULT_PROFILE, overrides)
         from delo.backbone import check_backbone_available
         from delo.data import prepare_data
 
