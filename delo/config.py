@@ -20,7 +20,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-
 DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "sweeps" / "profiles" / "synthetic.yaml"
 """The embedded default run (synthetic benchmark, tiny ViLT, its own lr / batch): what ``launch/train.py`` runs
 without a config file. The schema defaults themselves are the paper's real-data settings (method.md §10)."""

@@ -78,7 +78,10 @@ class Dynamics:
         for role, params in self.roles.items():
             grads = [p.grad.detach().float() for p in params if p.grad is not None]
             if params:
-                self._add(f"grad_norm/{role}", float(torch.sqrt(sum((g * g).sum() for g in grads))) if grads else 0.0)
+                self._add(
+                    f"grad_norm/{role}",
+                    float(torch.sqrt(sum((g * g).sum() for g in grads))) if grads else 0.0,
+                )
         if loss_out.rows_main is not None and loss_out.rows_proxy:
             share = proxy_only_share(loss_out.rows_main, loss_out.rows_proxy)
             for i, factor in enumerate("AB"):

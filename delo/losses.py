@@ -46,7 +46,9 @@ ALIGN_SITES = {"all": slice(None), "first": slice(0, 1), "last": slice(-1, None)
 def alignment_loss(queries: list[Tensor], complete: Tensor, layers: str = "all") -> Tensor:
     """Mean over complete samples and query sites of 1 - cos(q_v, q_t); queries: each (B, 2, d), shallowest
     first. ``layers``: every query site, the first (shallowest) or the last (deepest) only."""
-    stacked = torch.stack(queries[ALIGN_SITES[layers]])[:, complete]  # (sites, B, 2, d) -> (sites, n_complete, 2, d)
+    stacked = torch.stack(queries[ALIGN_SITES[layers]])[
+        :, complete
+    ]  # (sites, B, 2, d) -> (sites, n_complete, 2, d)
     cos = F.cosine_similarity(stacked[:, :, 0], stacked[:, :, 1], dim=-1)  # (sites, n_complete)
     return (1.0 - cos).mean()
 
@@ -75,7 +77,9 @@ def proxy_inputs(batch: dict, complete: Tensor, kind: str) -> tuple[dict, Tensor
     ``swap``: the n complete samples once, routed (q_t, q_v). ``inference``: the complete samples twice, first
     routed (q_v, q_v) (as if text were missing, code 1), then (q_t, q_t) (as if the image were missing, code 2).
     """
-    subset = {k: v[complete] for k, v in batch.items() if torch.is_tensor(v) and v.shape[:1] == complete.shape}
+    subset = {
+        k: v[complete] for k, v in batch.items() if torch.is_tensor(v) and v.shape[:1] == complete.shape
+    }
     n = int(complete.sum())
     device = complete.device
     if kind == "swap":
@@ -102,7 +106,9 @@ def compute_loss(
     complete = batch["missing"] == 0
     zero = logits.new_zeros(())
     has_complete = bool(complete.any())
-    align = alignment_loss(out.queries, complete, loss_cfg.align_layers) if has_complete and out.queries else zero
+    align = (
+        alignment_loss(out.queries, complete, loss_cfg.align_layers) if has_complete and out.queries else zero
+    )
     con, proxy_rows = zero, None
     if has_complete and loss_cfg.lambda2 > 0 and model.cfg.variant != "delo_lora":
         inputs, guide = proxy_inputs(batch, complete, loss_cfg.con_proxy)

@@ -48,7 +48,9 @@ class FactorPool(nn.Module):
         inner = () if entry_rank == 1 else (entry_rank,)
         self.entry_rank = entry_rank
         self.A = nn.Parameter(torch.empty(tables, E, *inner, d_in))  # factors a_e
-        self.B = nn.Parameter(torch.zeros(tables, E, *inner, d_out))  # factors b_e; zero -> identity at step 0
+        self.B = nn.Parameter(
+            torch.zeros(tables, E, *inner, d_out)
+        )  # factors b_e; zero -> identity at step 0
         self.W_A = nn.Parameter(torch.empty(2, E, d_in))  # A-router
         self.W_B = nn.Parameter(torch.empty(2, E, d_in))  # B-router
         if entry_rank == 1:
@@ -118,14 +120,18 @@ def stack_pools(grid: list[list[FactorPool]], keep: Tensor | None = None) -> Sta
         a = torch.where(keep[0][:, None, :, :, None, None], a, a.detach())  # (G, 1, P, E, rho, d_in)
         b = torch.where(keep[1][:, None, :, :, None, None], b, b.detach())  # (G, 1, P, E, rho, d_out)
     table_index = flat[0].table_index
-    m = torch.stack([p.M for p in flat]).unflatten(0, (sites, tasks))  # (G, T, 2, E, E) | (G, T, 2, rho, d, E)
+    m = torch.stack([p.M for p in flat]).unflatten(
+        0, (sites, tasks)
+    )  # (G, T, 2, E, E) | (G, T, 2, rho, d, E)
     if flat[0].entry_rank == 1:
         m_map = m
         bias = None
     else:
         # Authors' layout: row e of the map is <A_e, M> over the entry's r x d_in values.
         m_map = torch.einsum("gtmejc,gtmjcf->gtmef", a[:, :, table_index], m)  # (G, T, 2, E, E)
-        bias = torch.stack([p.W_A_bias for p in flat] + [p.W_B_bias for p in flat]).unflatten(0, (2, sites, tasks))
+        bias = torch.stack([p.W_A_bias for p in flat] + [p.W_B_bias for p in flat]).unflatten(
+            0, (2, sites, tasks)
+        )
     return StackedPools(
         a=a,
         b=b,
@@ -155,7 +161,9 @@ def _by_index(scores: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     return scores.gather(-1, order), idx
 
 
-def route(q_hat: Tensor, pools: StackedPools, pool_index: Tensor, r: int, gate: str, pairing: str = "rank") -> Routing:
+def route(
+    q_hat: Tensor, pools: StackedPools, pool_index: Tensor, r: int, gate: str, pairing: str = "rank"
+) -> Routing:
     """Top-r selection of A and B factors (method.md §5, steps 1-3).
 
     q_hat: (B, 2, d_in) routing query per modality pool; pool_index: (B,) each sample's task in the stack.

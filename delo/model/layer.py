@@ -50,7 +50,9 @@ class SiteGroup:
         keep = None if ctx.row_keep is None else ctx.row_keep[lead.site]
         pools = stack_pools([[site.pools[k] for k in ctx.pool_tasks] for site in self.sites], keep)
         routing = route(queries.guided, pools, ctx.pool_index, lead.r, lead.gate, lead.pairing)
-        if ctx.row_usage is not None:  # entries gathered by this (single-task) pass, for L_con and diagnostics
+        if (
+            ctx.row_usage is not None
+        ):  # entries gathered by this (single-task) pass, for L_con and diagnostics
             rows = selected_rows(routing, pools.table_index, lead.E)  # (2, G, P, E)
             previous = ctx.row_usage.get(lead.site)
             ctx.row_usage[lead.site] = rows if previous is None else rows | previous

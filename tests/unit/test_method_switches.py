@@ -52,11 +52,14 @@ def test_pairing_rank_pairs_by_score_and_index_pairs_by_factor_index():
     rank = route(_q(), stacked, index, 2, "weighted", "rank")
     assert rank.a_idx[0, 0].tolist() == [[3, 1], [3, 1]] and rank.b_idx[0, 0].tolist() == [[0, 2], [0, 2]]
     by_index = route(_q(), stacked, index, 2, "weighted", "index")
-    assert by_index.a_idx[0, 0].tolist() == [[1, 3], [1, 3]] and by_index.b_idx[0, 0].tolist() == [[0, 2], [0, 2]]
+    assert by_index.a_idx[0, 0].tolist() == [[1, 3], [1, 3]] and by_index.b_idx[0, 0].tolist() == [
+        [0, 2],
+        [0, 2],
+    ]
     # slot 0 now pairs a_1 with b_0 (rank pairing: a_3 with b_0); each slot keeps its own factors' scores
     p_a = torch.tensor([0.0, 2.0, 1.0, 3.0]).softmax(0)
     s_b = torch.tensor([9.0, 0.0, 5.0, 1.0]).softmax(0) + 0.25
-    gamma = lambda a, b: (2 * p_a[a] / p_a[[1, 3]].sum()) * (2 * s_b[b] / s_b[[0, 2]].sum())  # noqa: E731
+    gamma = lambda a, b: (2 * p_a[a] / p_a[[1, 3]].sum()) * (2 * s_b[b] / s_b[[0, 2]].sum())
     torch.testing.assert_close(by_index.gamma[0, 0, 0], torch.stack([gamma(1, 0), gamma(3, 2)]))
     torch.testing.assert_close(rank.gamma[0, 0, 0], torch.stack([gamma(3, 0), gamma(1, 2)]))
 
@@ -153,7 +156,12 @@ def test_proxy_inputs_route_as_inference_does():
     assert swap["x"].tolist() == [0, 2] and guide.tolist() == [[1, 0], [1, 0]]
     doubled, guide = proxy_inputs(batch, complete, "inference")
     assert doubled["x"].tolist() == [0, 2, 0, 2]
-    assert guide.tolist() == [[0, 0], [0, 0], [1, 1], [1, 1]]  # (q_v, q_v) as text missing, (q_t, q_t) as image
+    assert guide.tolist() == [
+        [0, 0],
+        [0, 0],
+        [1, 1],
+        [1, 1],
+    ]  # (q_v, q_v) as text missing, (q_t, q_t) as image
 
 
 def test_inference_proxy_is_the_mean_of_the_two_inference_routings():
@@ -227,7 +235,9 @@ def test_router_lr_mult_gets_its_own_group_under_the_schedule():
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.task_parameters(0)}
     for step in range(4):  # warm-up 2 steps, then cosine to 0: both groups follow the same factor
         factor = [0.5, 1.0, 1.0, 0.5][step]
-        assert factors["lr"] == pytest.approx(0.01 * factor) and routers["lr"] == pytest.approx(0.001 * factor)
+        assert factors["lr"] == pytest.approx(0.01 * factor) and routers["lr"] == pytest.approx(
+            0.001 * factor
+        )
         opt.step()
         sched.step()
 

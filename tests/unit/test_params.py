@@ -42,7 +42,9 @@ BACKBONE_512 = 111_595_008 + (512 - 40) * 768
 )  # fmt: skip
 def test_authors_layout_reproduces_table5(E, r, adapter, trainable_m, total_m):
     cfg = ModelConfig(E=E, r=r, entry_rank="r")
-    counts = count_parameters(cfg, num_tasks=10, classes_per_task=10, **{**VILT_B32, "backbone_params": BACKBONE_512})
+    counts = count_parameters(
+        cfg, num_tasks=10, classes_per_task=10, **{**VILT_B32, "backbone_params": BACKBONE_512}
+    )
     assert counts["adapters_per_task"] == 72 * adapter
     assert counts["adapters_per_task"] == pytest.approx(trainable_m * 1e6, rel=0.01)
     assert counts["trainable"] == pytest.approx(trainable_m * 1e6, rel=0.01)  # with the head: 7,690 more
