@@ -464,10 +464,10 @@ def context(quick: bool = False) -> dict[str, Any]:
     Measured with the threads the default run uses (every available CPU) and, interleaved, with 1 thread (a
     ``{"cpu": 1}`` trial): on a machine shared with other jobs the two can differ a lot.
     """
-    from delo.config import load_config
+    from delo.config import DEFAULT_PROFILE, load_config
     from delo.runtime import available_cpus
 
-    cfg = load_config()
+    cfg = load_config(DEFAULT_PROFILE)
     threads = cfg.train.threads or available_cpus()
     previous = torch.get_num_threads()
     size = cfg.train.batch_size

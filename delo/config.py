@@ -20,6 +20,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "sweeps" / "profiles" / "synthetic.yaml"
+"""The embedded default run (synthetic benchmark, tiny ViLT, its own lr / batch): what ``launch/train.py`` runs
+without a config file. The schema defaults themselves are the paper's real-data settings (method.md §10)."""
+
 
 class ConfigError(ValueError):
     """A config problem; the launchers print it and exit with status 2."""
@@ -36,11 +40,11 @@ class ModelConfig(_Section):
     variant: Literal["delo", "delo_lora", "no_guide", "unified_pool"] = "delo"
     """Table 4 ablation: full method, one static LoRA per task, no cross-modal guide, one shared pool."""
     E: int = Field(16, ge=1)
-    """Rank-one factors per pool (per site, modality and task)."""
+    """Factors (pool entries) per pool (per site, modality and task); rank one unless `model.entry_rank=r`."""
     r: int = Field(4, ge=1)
     """Factors selected per input (1 <= r < E); for `delo_lora` the LoRA rank."""
     alpha: float = Field(8.0, gt=0)
-    """Delta scale numerator: the delta is scaled by alpha / r."""
+    """Delta scale: the delta is scaled by alpha / r (`model.scale=alpha_over_r`) or by alpha (`model.scale=alpha`)."""
     beta: float = Field(0.99, ge=0.0, lt=1.0)
     """Task-key EMA momentum: key <- beta * key + (1 - beta) * mean(u) (per modality: mean over real ones)."""
     gate: Literal["ste", "weighted", "hard"] = "ste"
@@ -61,6 +65,21 @@ class ModelConfig(_Section):
     with the modalities it has."""
     max_text_len: int = Field(40, ge=8)
     """Text tokens; above the backbone's table the position table is interpolated."""
+    pairing: Literal["rank", "index"] = "rank"
+    """Which selected A pairs with which selected B (method.md §5.3, docs/method-choices.md). `rank` (paper): slot
+    i pairs the i-th best A with the i-th best B; `index` (ours): both selected sets sorted by factor index, so the
+    pairing only changes when the selected sets change, not when scores reorder within them."""
+    entry_rank: Literal["one", "r"] = "one"
+    """Pool layout. `one` (paper's text): rank-one entries (A E x d_in, B E x d_out), routers without bias, an
+    E x E map M. `r` (authors' code): rank-r entries (A E x r x d_in, B E x r x d_out), routers with bias and an
+    r x d_in x E compatibility tensor; the r selected entries contribute r x r rank-one terms."""
+    scale: Literal["alpha_over_r", "alpha"] = "alpha_over_r"
+    """Delta scale s: `alpha_over_r` (ours, LoRA convention) s = alpha / r; `alpha` (authors' code) s = alpha."""
+    a_init: Literal["kaiming", "gaussian"] = "kaiming"
+    """Init of the A factors: `kaiming` (ours, nn.Linear / LoRA's A) or `gaussian` (paper's "random Gaussian")
+    with std `model.a_init_std`. B starts at 0 either way, so the model equals the backbone at step 0."""
+    a_init_std: float = Field(1.0, gt=0)
+    """Std of the A factors under `model.a_init=gaussian` (the authors' code uses 1)."""
 
     @model_validator(mode="after")
     def _rank_below_pool(self) -> ModelConfig:
@@ -133,10 +152,13 @@ class DataConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1)
     """Epochs per task (paper silent; the authors' config uses 10 on real data)."""
-    batch_size: int = Field(8, ge=1)
-    """Training batch size (paper: 4 on real data)."""
-    lr: float = Field(5e-3, gt=0)
-    """AdamW learning rate, fresh optimiser per task (paper: 1e-4 on real data; the synthetic default is higher)."""
+    batch_size: int = Field(4, ge=1)
+    """Training batch size (paper: 4; the synthetic profile sets 8)."""
+    lr: float = Field(1e-4, gt=0)
+    """AdamW learning rate, fresh optimiser per task (paper: 1e-4; the synthetic profile sets 5e-3)."""
+    router_lr_mult: float = Field(1.0, gt=0)
+    """Learning-rate multiplier of the routers (W_A, W_B, their biases) and the compatibility map M: their own
+    AdamW parameter group, under the same warm-up + cosine schedule."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.98)
@@ -158,6 +180,17 @@ class LossConfig(_Section):
     """Weight of the alignment loss (1 - cos(q_v, q_t) on complete samples)."""
     lambda2: float = Field(0.1, ge=0.0)
     """Weight of the consistency loss (KL between true and proxy routing)."""
+    con_proxy: Literal["swap", "inference"] = "swap"
+    """Routing of L_con's proxy pass on complete samples. `swap` (paper's text): vision pools by q_t and text pools
+    by q_v in one pass; `inference` (ours): the two routings that occur at inference, (q_v, q_v) as if text were
+    missing and (q_t, q_t) as if the image were missing, in one pass over the doubled subset, KL averaged."""
+    con_grad: Literal["all", "main_rows"] = "all"
+    """Which factor rows L_con trains. `all` (paper): every row the proxy pass gathers; `main_rows` (ours): only
+    the pool entries the main pass also selected in this step (other rows are detached in the proxy pass);
+    routers and M get L_con's gradient either way."""
+    align_layers: Literal["all", "first", "last"] = "all"
+    """Query sites of L_align: `all` (ours: one per adapted layer), `first` (the first adapted layer's input only,
+    where the authors compute it; frozen there, so a constant), `last` (the deepest adapted layer's input only)."""
 
 
 class EvalConfig(_Section):
@@ -174,6 +207,12 @@ class DebugConfig(_Section):
     """Raise once after finishing this task (fault-injection for tests)."""
     nan_at_step: int | None = Field(None, ge=1)
     """Make the loss NaN at this global step (fault-injection for tests)."""
+    diagnostics: StrictBool = True
+    """Training-dynamics scalars in TensorBoard (`dynamics/`): routing entropy and churn on a fixed probe batch per
+    epoch, gradient norms of factors / routers / map and the share of factor rows only L_con's pass gathered,
+    every `debug.diagnostics_every` steps. Never changes results."""
+    diagnostics_every: int = Field(10, ge=1)
+    """Steps between two gradient-norm / proxy-row measurements of `debug.diagnostics`."""
 
 
 class RunConfig(_Section):

@@ -17,8 +17,13 @@ def adapter_parameters_per_site(cfg: ModelConfig, d_in: int, d_out: int) -> int:
     if cfg.variant == "delo_lora":
         return cfg.r * (d_in + d_out)  # A (r x d_in) + B (d_out x r)
     tables = 1 if cfg.variant == "unified_pool" else 2
-    factors = tables * cfg.E * (d_in + d_out)  # A, B tables
-    routing = 2 * (2 * cfg.E * d_in + cfg.E * cfg.E)  # per modality: W_A, W_B, M
+    if cfg.entry_rank == "one":
+        factors = tables * cfg.E * (d_in + d_out)  # A, B tables of rank-one entries
+        routing = 2 * (2 * cfg.E * d_in + cfg.E * cfg.E)  # per modality: W_A, W_B, M (E x E)
+    else:
+        factors = tables * cfg.E * cfg.r * (d_in + d_out)  # A, B tables of rank-r entries
+        # per modality: W_A, W_B with bias, M (r x d_in x E)
+        routing = 2 * (2 * cfg.E * (d_in + 1) + cfg.r * d_in * cfg.E)
     return factors + routing
 
 

@@ -32,6 +32,7 @@ from delo.evaluate import ResultBook, evaluate_task, format_summary
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
 LOSS_PARTS = ("total", "cls", "align", "con")
+PROBE_SIZE = 16  # samples of the per-epoch routing probe (debug.diagnostics)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,19 +76,39 @@ def steps_per_task(cfg: RunConfig, batches_per_epoch: int) -> int:
     return min(total, cfg.train.max_steps_per_task) if cfg.train.max_steps_per_task else total
 
 
+def make_optimizer(model, task: int, cfg: RunConfig, total: int):
+    """A fresh AdamW over task ``task``'s parameters and its warm-up + cosine schedule (method.md §10).
+
+    Two parameter groups: factors and heads at ``train.lr``, routers and maps at ``train.lr *
+    train.router_lr_mult`` (an empty group is left out); the schedule multiplies both.
+    """
+    tc = cfg.train
+    groups = model.task_parameter_groups(task)
+    param_groups = [{"params": groups["factors"], "lr": tc.lr}]
+    if groups["routers"]:
+        param_groups.append({"params": groups["routers"], "lr": tc.lr * tc.router_lr_mult})
+    opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), eps=tc.eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, tc.warmup_frac))
+    return opt, sched
+
+
 def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, step0: int, tb=None,
-               progress: bool = False, label: str = "") -> dict[str, float]:
+               progress: bool = False, label: str = "", probe: dict | None = None) -> dict[str, float]:
     """Train task ``task`` on its loader; returns mean loss parts and the step count.
 
     ``step0`` is the number of steps of earlier tasks (the global step of ``cfg.debug.nan_at_step`` is 1-based).
+    With ``cfg.debug.diagnostics`` and a TensorBoard logger, ``probe`` (a fixed batch of the task's train data,
+    on ``device``) feeds the per-epoch routing diagnostics of :mod:`delo.diagnostics`.
     """
+    from delo.diagnostics import Dynamics
     from delo.losses import compute_loss
 
     total = steps_per_task(cfg, len(loader))
-    tc = cfg.train
-    opt = torch.optim.AdamW(model.task_parameters(task), lr=tc.lr, weight_decay=tc.weight_decay,
-                            betas=tuple(tc.betas), eps=tc.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, tc.warmup_frac))
+    opt, sched = make_optimizer(model, task, cfg, total)
+    dynamics = Dynamics(model, task, probe, cfg.debug.diagnostics_every) if tb and cfg.debug.diagnostics else None
+    if dynamics is not None:
+        with runtime.autocast(device):
+            dynamics.probe()  # the reference selections of the epoch-1 churn
     sums = dict.fromkeys(LOSS_PARTS, 0.0)
     bar = _progress_bar(total, label) if progress else None
     model.train()
@@ -97,8 +118,9 @@ def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, s
             if step >= total:
                 break
             batch = runtime.move_batch(batch, device)
+            measure = dynamics is not None and dynamics.measures(step)
             with runtime.autocast(device):
-                out = compute_loss(model, batch, task, cfg.loss)
+                out = compute_loss(model, batch, task, cfg.loss, record_rows=measure)
             loss = out.total
             global_step = step0 + step + 1
             if cfg.debug.nan_at_step == global_step:
@@ -110,6 +132,8 @@ def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, s
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if measure:
+                dynamics.after_backward(out)
             opt.step()
             sched.step()
             for part in LOSS_PARTS:
@@ -122,6 +146,9 @@ def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, s
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", sps=f"{samples / (time.perf_counter() - t0):.0f}")
+        if dynamics is not None:  # one epoch (or the capped remainder of one) done
+            with runtime.autocast(device):
+                tb.dynamics(dynamics.epoch_end(), step0 + step)
     if bar is not None:
         bar.close()
     model.eval()
@@ -199,12 +226,19 @@ class _Run:
     def train(self, k: int, tb) -> dict[str, float]:
         self._begin(k)
         loader = self._loader(self.bench.split(k, "train"), train=True, seed_parts=("shuffle", k))
+        probe = self._probe_batch(k) if self.cfg.debug.diagnostics else None
         # ViLT draws a random patch order from the global torch RNG on every forward
         runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "train", k))
         losses = train_task(self.model, loader, k, self.cfg, self.device, self.steps_done, tb, self.progress,
-                            label=f"task {k + 1}/{self.T}")
+                            label=f"task {k + 1}/{self.T}", probe=probe)
         self.steps_done += losses["train_steps"]
         return losses
+
+    def _probe_batch(self, k: int) -> dict:
+        """The first PROBE_SIZE train samples of task k (by uid), one fixed batch for the routing diagnostics."""
+        samples = self.bench.split(k, "train")[:PROBE_SIZE]
+        loader = self._loader(samples, train=False, seed_parts=("probe", k))
+        return runtime.move_batch(next(iter(loader)), self.device)
 
     def evaluate(self, j: int) -> dict[str, Any] | None:
         """Fill row j of every split's matrices; returns the routing stats of the first split's forwards."""
@@ -351,11 +385,13 @@ def default_out_dir() -> Path:
 
 
 def cli(config_path: str | None, overrides: list[str], out_dir: str | None) -> int:
-    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise."""
-    from delo.config import load_config
+    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise.
+
+    Without ``config_path`` the embedded default profile (``sweeps/profiles/synthetic.yaml``) is used."""
+    from delo.config import DEFAULT_PROFILE, load_config
 
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_config(config_path or DEFAULT_PROFILE, overrides)
         from delo.backbone import check_backbone_available
         from delo.data import prepare_data
 

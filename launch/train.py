@@ -12,7 +12,7 @@ from delo.train import cli
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", help="run config YAML (default: built-in defaults)")
+    parser.add_argument("config", nargs="?", help="run config YAML (default: sweeps/profiles/synthetic.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted override, e.g. --set model.E=8 (repeatable)")
     parser.add_argument("--out", help="run folder (default: runs/<timestamp>); an existing one is resumed")

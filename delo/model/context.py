@@ -113,6 +113,12 @@ class RoutingContext:
     queries: list[Tensor] = field(default_factory=list)  # raw (B, 2, d) per query site, in call order
     query_sites: list[str] = field(default_factory=list)
     stats: RoutingStats | None = None
+    # Lead site of a site group -> (2 [A, B], G, P, E) bool: entries this pass gathered (when recording), and
+    # the entries a proxy pass may train (``loss.con_grad=main_rows``; None: all).
+    row_usage: dict[str, Tensor] | None = None
+    row_keep: dict[str, Tensor] | None = None
+    # Lead site of a site group -> (a_idx, b_idx), each (B, G, 2, r): per-sample selections (when recording)
+    selections: dict[str, tuple[Tensor, Tensor]] | None = None
     # id(SiteGroup) -> (its input, the per-site deltas not yet taken by their linears)
     group_deltas: dict = field(default_factory=dict)
     _cache_input: Tensor | None = None

@@ -4,7 +4,8 @@ Memory (method.md §1-§7).
 Forward modes:
 
 - ``train``: every sample uses task k (default: the latest); updates key k from this pass's TKM query.
-- ``proxy``: task k, swapped routing (text pools by q_v, vision pools by q_t); no key update (L_con's pass).
+- ``proxy``: task k, swapped routing (text pools by q_v, vision pools by q_t) unless ``guide`` names another
+  routing per sample; no key update (L_con's pass).
 - ``agnostic``: each sample's task k* comes from the Task-Key Memory; ``batch["task"]`` is never read.
 - ``oracle``: each sample's true task from ``batch["task"]``.
 """
@@ -34,6 +35,9 @@ class ModelOutput:
     query_sites: list[str]  # the names of those query sites
     # TKM query (train and agnostic modes): u (B, d) for shared keys, raw [q_v, q_t] (B, 2, d) per modality
     key_query: Tensor | None
+    rows: dict[str, Tensor] | None = None  # lead site -> (2 [A, B], G, P, E) entries gathered (record_rows)
+    # lead site -> (a_idx, b_idx), each (B, G, 2, r) long (record_selections)
+    selections: dict[str, tuple[Tensor, Tensor]] | None = None
 
 
 @dataclass
@@ -137,6 +141,13 @@ class DeLoModel(nn.Module):
         """Task k's pools (every site) and head: exactly what the optimiser of task k gets."""
         return [p for module in self._task_modules(k) for p in module.parameters()]
 
+    def task_parameter_groups(self, k: int) -> dict[str, list[nn.Parameter]]:
+        """``task_parameters(k)`` split by role: ``factors`` (A, B, LoRA A/B and the head) and ``routers``
+        (W_A, W_B, their biases, M), so that routers can get their own learning rate."""
+        routers = [p for site in self._sites for p in getattr(site.pools[k], "router_parameters", list)()]
+        chosen = {id(p) for p in routers}
+        return {"factors": [p for p in self.task_parameters(k) if id(p) not in chosen], "routers": routers}
+
     def _task_tensors(self, k: int) -> dict[str, Tensor]:
         tensors = {
             f"sites.{site.site}.{name}": p
@@ -188,7 +199,21 @@ class DeLoModel(nn.Module):
     # ------------------------------------------------------------------------------------------------------
     # Forward
 
-    def forward(self, batch: dict, mode: str = "train", task: int | None = None) -> ModelOutput:
+    def forward(
+        self,
+        batch: dict,
+        mode: str = "train",
+        task: int | None = None,
+        *,
+        guide: Tensor | None = None,
+        record_rows: bool = False,
+        keep_rows: dict[str, Tensor] | None = None,
+        record_selections: bool = False,
+    ) -> ModelOutput:
+        """One forward. Proxy mode only: ``guide`` (B, 2) overrides which raw query (0 = q_v, 1 = q_t) routes
+        the vision and the text pool (default: swapped); ``keep_rows`` (a train pass's ``rows``) detaches every
+        other pool entry. ``record_rows`` (train / proxy) returns the entries this pass gathered in ``rows``;
+        ``record_selections`` returns every sample's selected indices in ``selections``."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if self.num_tasks == 0:
@@ -196,6 +221,15 @@ class DeLoModel(nn.Module):
         if _checkpointing_on(self.vilt):
             raise RuntimeError("gradient checkpointing was turned on after construction; DeLo needs it off")
         ctx = self._new_context(batch, mode)
+        if (guide is not None or keep_rows is not None) and mode != "proxy":
+            raise ValueError("guide and keep_rows apply to the proxy pass only")
+        if guide is not None:
+            ctx.guide = guide.to(ctx.missing.device, torch.long)
+        if record_rows and mode not in ("train", "proxy"):
+            raise ValueError("record_rows applies to single-task passes (train, proxy) only")
+        ctx.row_usage = {} if record_rows else None
+        ctx.row_keep = keep_rows
+        ctx.selections = {} if record_selections else None
         if mode in ("train", "proxy"):
             task = self.num_tasks - 1 if task is None else task
             self._task_modules(task)
@@ -218,6 +252,8 @@ class DeLoModel(nn.Module):
             queries=ctx.queries,
             query_sites=ctx.query_sites,
             key_query=ctx.key_query,
+            rows=ctx.row_usage,
+            selections=ctx.selections,
         )
 
     @torch.no_grad()

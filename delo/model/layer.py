@@ -19,6 +19,7 @@ from delo.model.experts import (
     compose_delta,
     gather_factors,
     route,
+    selected_rows,
     selection_counts,
     slot_weights,
     stack_pools,
@@ -46,14 +47,23 @@ class SiteGroup:
 
     def _compute(self, x: Tensor, ctx: RoutingContext, queries: QuerySite) -> list[Tensor]:
         lead = self.sites[0]
-        pools = stack_pools([[site.pools[k] for k in ctx.pool_tasks] for site in self.sites])
-        routing = route(queries.guided, pools, ctx.pool_index, lead.r, lead.gate)
+        keep = None if ctx.row_keep is None else ctx.row_keep[lead.site]
+        pools = stack_pools([[site.pools[k] for k in ctx.pool_tasks] for site in self.sites], keep)
+        routing = route(queries.guided, pools, ctx.pool_index, lead.r, lead.gate, lead.pairing)
+        if (
+            ctx.row_usage is not None
+        ):  # entries gathered by this (single-task) pass, for L_con and diagnostics
+            rows = selected_rows(routing, pools.table_index, lead.E)  # (2, G, P, E)
+            previous = ctx.row_usage.get(lead.site)
+            ctx.row_usage[lead.site] = rows if previous is None else rows | previous
+        if ctx.selections is not None:
+            ctx.selections[lead.site] = (routing.a_idx, routing.b_idx)
         if ctx.records:
             counts = selection_counts(routing, ctx.pool_index, len(ctx.pool_tasks), lead.E)  # (G, T, 2, 2, E)
             for site, site_counts in zip(self.sites, counts):
                 ctx.stats.add_selection(site.site, ctx.pool_tasks.start, site_counts)
         a_sel, b_sel = gather_factors(pools, routing, ctx.pool_index)
-        weight = slot_weights(routing, lead.scale)  # (B, G*2r)
+        weight = slot_weights(routing, lead.scale, lead.entry_rank)  # (B, G*2r*rho)
         deltas = compose_delta(x, a_sel, b_sel, weight, ctx.scope)  # (B, G, S, d_out)
         return list(deltas.unbind(1))  # G x (B, S, d_out)
 
@@ -81,8 +91,10 @@ class DeLoLinear(nn.Module):
         # Linears fed by the same module (q, k, v) share an input; the queries are named after that module.
         self.query_site = site.rpartition(".")[0] or site
         self.variant = cfg.variant
-        self.E, self.r, self.gate = cfg.E, cfg.r, cfg.gate
-        self.scale = cfg.alpha / cfg.r
+        self.E, self.r, self.gate, self.pairing = cfg.E, cfg.r, cfg.gate, cfg.pairing
+        self.entry_rank = cfg.r if cfg.entry_rank == "r" else 1
+        self.a_init, self.a_init_std = cfg.a_init, cfg.a_init_std
+        self.scale = cfg.alpha / cfg.r if cfg.scale == "alpha_over_r" else cfg.alpha
         self.pools = nn.ModuleList()
         self.group = SiteGroup([self])  # the model regroups linears that share an input
         self._slot = slot  # shared with the model; a plain attribute, not a submodule
@@ -92,7 +104,15 @@ class DeLoLinear(nn.Module):
         if self.variant == "delo_lora":
             pool = LoRAFactors(self.in_features, self.out_features, self.r)
         else:
-            pool = FactorPool(self.in_features, self.out_features, self.E, self.variant == "unified_pool")
+            pool = FactorPool(
+                self.in_features,
+                self.out_features,
+                self.E,
+                shared_table=self.variant == "unified_pool",
+                entry_rank=self.entry_rank,
+                a_init=self.a_init,
+                a_init_std=self.a_init_std,
+            )
         weight = self.base_layer.weight
         pool.to(device=weight.device, dtype=weight.dtype)
         self.pools.append(pool)

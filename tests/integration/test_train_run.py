@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from delo.config import load_config
+from delo.config import DEFAULT_PROFILE, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,7 @@ TINY_RUN = [
     "eval.test=true",
     "eval.batch_size=64",
     "train.threads=1",
+    "debug.diagnostics_every=2",
 ]
 
 RESULT_KEYS = {
@@ -68,7 +69,7 @@ FINAL_KEYS = {"final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracl
 
 
 def _cfg(*extra):
-    return load_config(overrides=[*TINY_RUN, *extra])
+    return load_config(DEFAULT_PROFILE, overrides=[*TINY_RUN, *extra])  # what launch/train.py runs by default
 
 
 def _comparable(result: dict) -> dict:
@@ -196,6 +197,13 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
         "test/key_acc_complete",
     } <= set(tags["scalars"])
     assert [e.step for e in mux.Scalars(run, "val/ap_seen")] == [1, 2, 3]
+    dynamics = {f"dynamics/{k}" for k in (
+        "grad_norm/factors", "grad_norm/routers", "grad_norm/map", "proxy_only_rows/A", "proxy_only_rows/B",
+        "selection_entropy/A_vision", "selection_entropy/B_text", "selection_unchanged/A_vision",
+        "selection_unchanged/B_text")}  # fmt: skip
+    assert dynamics <= set(tags["scalars"])
+    # one point per task's epoch, at the global step that ends it (4 steps per task)
+    assert [e.step for e in mux.Scalars(run, "dynamics/selection_entropy/A_vision")] == [4, 8, 12]
     assert {"val/result_matrix", "test/result_matrix", "routing/expert_frequency"} <= set(tags["images"])
     assert "routing/cos_qv_qt_complete" in tags["histograms"]
     content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)[run]

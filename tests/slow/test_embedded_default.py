@@ -56,7 +56,7 @@ def test_task_keys_find_the_task_for_every_missing_type(world_seed):
         for k in range(bench.num_tasks):
             for batch in make_loader(bench.split(k, "val"), backbone, 256, shuffle=False, seed=0):
                 task = model.predict({n: v for n, v in batch.items() if n != "task"}).task
-                for code in hits:
-                    hits[code].append((task == k)[batch["missing"] == code].numpy())
+                for code, found in hits.items():
+                    found.append((task == k)[batch["missing"] == code].numpy())
     accuracy = {code: 100.0 * np.concatenate(h).mean() for code, h in hits.items()}
     assert min(accuracy.values()) >= 95.0, accuracy

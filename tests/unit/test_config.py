@@ -3,7 +3,15 @@
 import pytest
 from pydantic import ValidationError
 
-from delo.config import VALID_KEYS, ConfigError, RunConfig, check_key, load_config, parse_override
+from delo.config import (
+    DEFAULT_PROFILE,
+    VALID_KEYS,
+    ConfigError,
+    RunConfig,
+    check_key,
+    load_config,
+    parse_override,
+)
 
 
 def write(path, text):
@@ -20,6 +28,24 @@ def test_defaults_are_the_paper_names():
     for key in ["model.E", "model.r", "model.alpha", "model.beta", "loss.lambda1", "loss.lambda2",
                 "model.variant", "model.gate", "seed"]:
         assert key in VALID_KEYS
+
+
+def test_schema_defaults_are_the_paper_settings_and_the_profile_has_its_own():
+    train = load_config().train
+    assert (train.lr, train.batch_size, train.epochs) == (1e-4, 4, 10)  # method.md §10
+    synthetic = load_config(DEFAULT_PROFILE).train  # what launch/train.py runs without a config
+    assert (synthetic.lr, synthetic.batch_size, synthetic.epochs) == (5e-3, 8, 10)
+    assert DEFAULT_PROFILE.name == "synthetic.yaml"
+
+
+def test_method_switches_default_to_todays_behaviour():
+    cfg = load_config()
+    assert (cfg.model.pairing, cfg.model.entry_rank, cfg.model.scale, cfg.model.a_init) == (
+        "rank", "one", "alpha_over_r", "kaiming")
+    assert (cfg.loss.con_proxy, cfg.loss.con_grad, cfg.loss.align_layers) == ("swap", "all", "all")
+    assert cfg.train.router_lr_mult == 1.0 and cfg.debug.diagnostics is True
+    # diagnostics never change results, so they are outside the hash
+    assert load_config(overrides=["debug.diagnostics=false"]).hash() == cfg.hash()
 
 
 def test_yaml_extends_and_overrides(tmp_path):

@@ -29,10 +29,35 @@ def test_vilt_b32_variants(variant, adapters):
     assert counts["adapters_per_task"] == adapters
 
 
+# Paper Table 5 (trainable = one task's adapters; total = backbone with a 512-row text position table + 10 tasks'
+# adapters and heads) against the authors' layout (model.entry_rank=r): 72 adapters per task (12 layers x q, k, v x
+# 2 modalities), each 2 E r d (rank-r A, B entries) + 2 E (d + 1) (routers with bias) + r d E (compatibility).
+BACKBONE_512 = 111_595_008 + (512 - 40) * 768
+
+
+@pytest.mark.parametrize(
+    "E, r, adapter, trainable_m, total_m",
+    [(16, 2, 98_336, 7.1, 182.8), (16, 4, 172_064, 12.4, 235.9), (16, 8, 319_520, 23.0, 342.1),
+     (32, 2, 196_672, 14.2, 253.6), (32, 4, 344_128, 24.8, 359.8), (32, 8, 639_040, 46.0, 572.1)],
+)  # fmt: skip
+def test_authors_layout_reproduces_table5(E, r, adapter, trainable_m, total_m):
+    cfg = ModelConfig(E=E, r=r, entry_rank="r")
+    counts = count_parameters(
+        cfg, num_tasks=10, classes_per_task=10, **{**VILT_B32, "backbone_params": BACKBONE_512}
+    )
+    assert counts["adapters_per_task"] == 72 * adapter
+    assert counts["adapters_per_task"] == pytest.approx(trainable_m * 1e6, rel=0.01)
+    assert counts["trainable"] == pytest.approx(trainable_m * 1e6, rel=0.01)  # with the head: 7,690 more
+    assert counts["total"] == pytest.approx(total_m * 1e6, rel=0.01)
+    # the paper's own layout (rank-one entries) does not: its count does not grow with r
+    paper = count_parameters(ModelConfig(E=E, r=r), num_tasks=10, classes_per_task=10, **VILT_B32)
+    assert paper["adapters_per_task"] != pytest.approx(trainable_m * 1e6, rel=0.01)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"variant": "delo_lora"}, {"variant": "unified_pool"}, {"E": 5, "r": 3},
-     {"targets": ("attention.attention.value",)}],
+     {"targets": ("attention.attention.value",)}, {"entry_rank": "r"}, {"entry_rank": "r", "variant": "unified_pool"}],
 )  # fmt: skip
 def test_formula_matches_an_instantiated_model(overrides):
     torch.manual_seed(0)
