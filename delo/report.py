@@ -10,7 +10,8 @@ Reads only files (no Ray), so ``launch/summarize.py SWEEP_DIR`` rebuilds everyth
   statuses COMPLETED, STOPPED (by ASHA), ERROR, INTERRUPTED, RUNNING, PENDING).
 
 Final tables use the test split when every completed trial stored test rows (protocol.md §7; they are never used
-for selection), else val, and say which. Mean ± sample std over seeds; n counts completed trials only.
+for selection), else val, and say which. Mean ± the half-width of its 95 % confidence interval over seeds
+(Student's t with n − 1 degrees of freedom, scipy); n counts completed trials only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from scipy import stats
 
 STATUS_FILE = "trial_status.yaml"
 TRIAL_INFO = "trial.json"
@@ -35,14 +37,26 @@ PAPER_NAMES = {
     "unified_pool": "w/o Modality-Specific Factor Pool",
 }
 PAPER = {  # method.md §13: UPMC-Food101-CMML, ViLT-B/32, eta = 0.7 both; (AP, FG)
-    "components": {"delo": (67.42, 9.41), "delo_lora": (60.39, 12.08), "no_guide": (48.84, 20.13),
-                   "unified_pool": (56.52, 13.76)},
-    "rank_factor": {(16, 2): (63.78, 11.20), (16, 4): (67.42, 9.41), (16, 8): (67.11, 10.89),
-                    (32, 2): (64.53, 13.37), (32, 4): (68.03, 8.92), (32, 8): (67.92, 9.24)},
+    "components": {
+        "delo": (67.42, 9.41),
+        "delo_lora": (60.39, 12.08),
+        "no_guide": (48.84, 20.13),
+        "unified_pool": (56.52, 13.76),
+    },
+    "rank_factor": {
+        (16, 2): (63.78, 11.20),
+        (16, 4): (67.42, 9.41),
+        (16, 8): (67.11, 10.89),
+        (32, 2): (64.53, 13.37),
+        (32, 4): (68.03, 8.92),
+        (32, 8): (67.92, 9.24),
+    },
     "losses": {(False, False): (61.95, 12.37), (True, True): (67.42, 9.41)},
 }
-PAPER_NOTE = ("Paper: UPMC-Food101-CMML, ViLT-B/32, η = 0.7 both (method.md §13); comparable only with the "
-              "food101 profile.")
+PAPER_NOTE = (
+    "Paper: UPMC-Food101-CMML, ViLT-B/32, η = 0.7 both (method.md §13); comparable only with the "
+    "food101 profile."
+)
 
 
 @dataclass
@@ -125,8 +139,15 @@ def collect(exp_dir: str | Path) -> list[TrialRecord]:
     known = {r.name for r in records}
     for name, entry in sorted(status.items()):
         if name not in known:
-            records.append(TrialRecord(name=name, trial_id=entry.get("trial_id", ""), status=entry.get("status", "PENDING"),
-                                       error=entry.get("error"), num_failures=entry.get("num_failures") or 0))
+            records.append(
+                TrialRecord(
+                    name=name,
+                    trial_id=entry.get("trial_id", ""),
+                    status=entry.get("status", "PENDING"),
+                    error=entry.get("error"),
+                    num_failures=entry.get("num_failures") or 0,
+                )
+            )
     # Tune numbers trials in creation order, which is the spec's order (variants, axes, seeds).
     return sorted(records, key=lambda r: (r.trial_id or "~", r.name))
 
@@ -177,6 +198,15 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None]:
+    """(mean, half-width of its ``level`` confidence interval): t_{(1+level)/2, n-1} · s / √n; None below n = 2."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    mean, std = mean_std(values)
+    if std is None:
+        return mean, None
+    return mean, float(stats.t.ppf((1 + level) / 2, len(values) - 1)) * std / math.sqrt(len(values))
+
+
 def fmt_ms(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "–"
@@ -218,8 +248,11 @@ def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
 def write_report(exp_dir: str | Path) -> list[Path]:
     """results.csv, results.md and the PNG plots into ``exp_dir``; returns the paths written."""
     exp = Path(exp_dir)
-    spec = (yaml.safe_load((exp / "sweep_spec.yaml").read_text()) or {}).get("spec", {}) \
-        if (exp / "sweep_spec.yaml").is_file() else {}
+    spec = (
+        (yaml.safe_load((exp / "sweep_spec.yaml").read_text()) or {}).get("spec", {})
+        if (exp / "sweep_spec.yaml").is_file()
+        else {}
+    )
     records = collect(exp)
     paths = [write_csv(records, exp / "results.csv")]
     plots = write_plots(records, spec.get("table", "generic"), exp)
@@ -231,16 +264,41 @@ def write_report(exp_dir: str | Path) -> list[Path]:
 def write_csv(records: list[TrialRecord], path: Path) -> Path:
     keys = sorted({k for r in records for k in r.overrides if k != "seed"})
     metric_keys = [*FINAL_KEYS, *(f"test_{k}" for k in FINAL_KEYS)]
-    header = ["trial", "trial_id", "label", "variant", "seed", "status", "tasks_done", "num_failures", *keys,
-              *metric_keys, "params_trainable", "params_total", "error"]
+    header = [
+        "trial",
+        "trial_id",
+        "label",
+        "variant",
+        "seed",
+        "status",
+        "tasks_done",
+        "num_failures",
+        *keys,
+        *metric_keys,
+        "params_trainable",
+        "params_total",
+        "error",
+    ]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         for r in records:
-            w.writerow([r.name, r.trial_id, r.label, r.variant or "", r.seed if r.seed is not None else "", r.status,
-                        r.tasks_done or "", r.num_failures, *(_cell(r.overrides.get(k)) for k in keys),
-                        *(_cell(r.last.get(k)) for k in metric_keys),
-                        *((r.params or {}).get(k, "") for k in ("trainable", "total")), r.error or ""])
+            w.writerow(
+                [
+                    r.name,
+                    r.trial_id,
+                    r.label,
+                    r.variant or "",
+                    r.seed if r.seed is not None else "",
+                    r.status,
+                    r.tasks_done or "",
+                    r.num_failures,
+                    *(_cell(r.overrides.get(k)) for k in keys),
+                    *(_cell(r.last.get(k)) for k in metric_keys),
+                    *((r.params or {}).get(k, "") for k in ("trainable", "total")),
+                    r.error or "",
+                ]
+            )
     return path
 
 
@@ -264,12 +322,19 @@ def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str])
         "",
         f"Trials: {len(records)} ({', '.join(f'{v} {k.lower()}' for k, v in counts.items())}). "
         f"Split in the tables: **{split}**"
-        + (" (stored test rows; selection reads val only)." if split == "test" else " (no test rows stored)."),
-        "Mean ± sample std over seeds; n = completed trials.",
+        + (
+            " (stored test rows; selection reads val only)." if split == "test" else " (no test rows stored)."
+        ),
+        "Mean ± half-width of the 95 % confidence interval over seeds (Student's t, n − 1 df); n = completed trials.",
         "",
     ]
-    layout = {"rank_factor": _table_rank_factor, "components": _table_components, "losses": _table_losses,
-              "missing": _table_missing, "search": _table_search}.get(table, _table_generic)
+    layout = {
+        "rank_factor": _table_rank_factor,
+        "components": _table_components,
+        "losses": _table_losses,
+        "missing": _table_missing,
+        "search": _table_search,
+    }.get(table, _table_generic)
     lines += layout(records, split)
     lines += ["", "## All trials", "", *_table_trials(records)]
     failed = [r for r in records if r.status == "ERROR"]
@@ -283,7 +348,7 @@ def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str])
 
 def _ms(recs: list[TrialRecord], key: str, split: str) -> str:
     done = [r for r in recs if r.completed]
-    return fmt_ms(*mean_std([metric(r, key, split) for r in done]))
+    return fmt_ms(*mean_ci([metric(r, key, split) for r in done]))
 
 
 def _n(recs: list[TrialRecord]) -> str:
@@ -300,40 +365,70 @@ def _paper(ref: tuple[float, float] | None) -> str:
 
 
 def _table_rank_factor(records, split) -> list[str]:
-    out = ["## Table 5: number of factors E and rank r", "",
-           "| E | r | AP ↑ | FG ↓ | trainable | total | n | paper AP / FG |", "|---|---|---|---|---|---|---|---|"]
-    for recs in sorted(groups(records).values(), key=lambda g: (g[0].cfg("model.E", 0), g[0].cfg("model.r", 0))):
+    out = [
+        "## Table 5: number of factors E and rank r",
+        "",
+        "| E | r | AP ↑ | FG ↓ | trainable | total | n | paper AP / FG |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for recs in sorted(
+        groups(records).values(), key=lambda g: (g[0].cfg("model.E", 0), g[0].cfg("model.r", 0))
+    ):
         E, r = recs[0].cfg("model.E"), recs[0].cfg("model.r")
         trainable, total = _params(recs)
-        out.append(f"| {E} | {r} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {trainable} | "
-                   f"{total} | {_n(recs)} | {_paper(PAPER['rank_factor'].get((E, r)))} |")
-    return out + ["", "Trainable = the latest task's adapters and head (what its optimiser gets); total = backbone + every task's adapters and heads (delo.params, counted by the runner). " + PAPER_NOTE]
+        out.append(
+            f"| {E} | {r} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {trainable} | "
+            f"{total} | {_n(recs)} | {_paper(PAPER['rank_factor'].get((E, r)))} |"
+        )
+    return out + [
+        "",
+        "Trainable = the latest task's adapters and head (what its optimiser gets); total = backbone + every task's adapters and heads (delo.params, counted by the runner). "
+        + PAPER_NOTE,
+    ]
 
 
 def _table_components(records, split) -> list[str]:
-    out = ["## Table 4: components", "", "| Variant | AP ↑ | FG ↓ | n | paper AP / FG |", "|---|---|---|---|---|"]
+    out = [
+        "## Table 4: components",
+        "",
+        "| Variant | AP ↑ | FG ↓ | n | paper AP / FG |",
+        "|---|---|---|---|---|",
+    ]
     for recs in groups(records).values():
         v = recs[0].cfg("model.variant", recs[0].variant)
         E, r = recs[0].cfg("model.E"), recs[0].cfg("model.r")
         if recs[0].variant in PAPER_NAMES:  # a spec variant named after a paper row
-            name = PAPER_NAMES[v] + (f" (E={E}, r={r})" if v == "delo" else f" (r={r})" if v == "delo_lora" else "")
+            name = PAPER_NAMES[v] + (
+                f" (E={E}, r={r})" if v == "delo" else f" (r={r})" if v == "delo_lora" else ""
+            )
         else:
             name = f"{recs[0].label} ({v})"
-        out.append(f"| {name} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {_n(recs)} | "
-                   f"{_paper(PAPER['components'].get(v) if recs[0].variant in PAPER_NAMES else None)} |")
+        out.append(
+            f"| {name} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {_n(recs)} | "
+            f"{_paper(PAPER['components'].get(v) if recs[0].variant in PAPER_NAMES else None)} |"
+        )
     return out + ["", PAPER_NOTE]
 
 
 def _table_losses(records, split) -> list[str]:
-    out = ["## Table 6: losses", "", "| L_cls | L_align (λ1) | L_con (λ2) | AP ↑ | FG ↓ | n | paper AP / FG |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "## Table 6: losses",
+        "",
+        "| L_cls | L_align (λ1) | L_con (λ2) | AP ↑ | FG ↓ | n | paper AP / FG |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for recs in groups(records).values():
         l1, l2 = recs[0].cfg("loss.lambda1", 0) or 0, recs[0].cfg("loss.lambda2", 0) or 0
         mark = lambda x: f"✓ ({x:g})" if x > 0 else ""
-        out.append(f"| ✓ | {mark(l1)} | {mark(l2)} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} "
-                   f"| {_n(recs)} | {_paper(PAPER['losses'].get((l1 > 0, l2 > 0)))} |")
-    return out + ["", PAPER_NOTE + " The paper's rows with one auxiliary loss (65.15 / 10.85 and 65.88 / 10.74) "
-                  "need its typeset check marks to assign."]
+        out.append(
+            f"| ✓ | {mark(l1)} | {mark(l2)} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} "
+            f"| {_n(recs)} | {_paper(PAPER['losses'].get((l1 > 0, l2 > 0)))} |"
+        )
+    return out + [
+        "",
+        PAPER_NOTE + " The paper's rows with one auxiliary loss (65.15 / 10.85 and 65.88 / 10.74) "
+        "need its typeset check marks to assign.",
+    ]
 
 
 def _table_missing(records, split) -> list[str]:
@@ -343,11 +438,19 @@ def _table_missing(records, split) -> list[str]:
         by.setdefault(key, []).extend(recs)
     etas = sorted({e for _, e in by})
     types = [t for t in ("text", "image", "both") if any(k[0] == t for k in by)]
-    out = ["## Missing rate η × missing type (AP ↑ / FG ↓)", "",
-           "| type \\ η | " + " | ".join(f"{e:g}" for e in etas) + " |", "|---" * (len(etas) + 1) + "|"]
+    out = [
+        "## Missing rate η × missing type (AP ↑ / FG ↓)",
+        "",
+        "| type \\ η | " + " | ".join(f"{e:g}" for e in etas) + " |",
+        "|---" * (len(etas) + 1) + "|",
+    ]
     for t in types:
-        cells = [f"{_ms(by[(t, e)], 'final_ap', split)} / {_ms(by[(t, e)], 'final_fg', split)}" if (t, e) in by else "–"
-                 for e in etas]
+        cells = [
+            f"{_ms(by[(t, e)], 'final_ap', split)} / {_ms(by[(t, e)], 'final_fg', split)}"
+            if (t, e) in by
+            else "–"
+            for e in etas
+        ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     return out + ["", "`both`: half of the missing samples lack text, half the image (protocol.md §4)."]
 
@@ -355,38 +458,54 @@ def _table_missing(records, split) -> list[str]:
 def _table_search(records, split) -> list[str]:
     done = sorted((r for r in records if r.completed), key=lambda r: -(r.last.get("final_ap") or -1e9))
     keys = sorted({k for r in records for k in r.overrides if k != "seed"})
-    out = ["## Search: completed trials by val final_ap", "",
-           "| rank | trial | " + " | ".join(keys) + " | val AP | val FG | test AP | test FG |",
-           "|---" * (len(keys) + 6) + "|"]
+    out = [
+        "## Search: completed trials by val final_ap",
+        "",
+        "| rank | trial | " + " | ".join(keys) + " | val AP | val FG | test AP | test FG |",
+        "|---" * (len(keys) + 6) + "|",
+    ]
     for i, r in enumerate(done[:20], 1):
         vals = " | ".join(_short_value(r.overrides.get(k)) for k in keys)
-        out.append(f"| {i} | `{r.name}` | {vals} | {_num(r.last.get('final_ap'))} | {_num(r.last.get('final_fg'))} | "
-                   f"{_num(r.last.get('test_final_ap'))} | {_num(r.last.get('test_final_fg'))} |")
+        out.append(
+            f"| {i} | `{r.name}` | {vals} | {_num(r.last.get('final_ap'))} | {_num(r.last.get('final_fg'))} | "
+            f"{_num(r.last.get('test_final_ap'))} | {_num(r.last.get('test_final_fg'))} |"
+        )
     stopped = sum(r.status == "STOPPED" for r in records)
     best = best_trial(records)
     out += ["", f"{len(done)} completed, {stopped} stopped early by ASHA (told to Optuna as PRUNED)."]
     if best is not None:
         sets = ", ".join(f"{k}={_short_value(v)}" for k, v in best.overrides.items())
-        out += ["", (f"**Best (val final_ap):** `{best.name}`: {sets}. val AP {_num(best.last.get('final_ap'))}, "
+        out += [
+            "",
+            (
+                f"**Best (val final_ap):** `{best.name}`: {sets}. val AP {_num(best.last.get('final_ap'))}, "
                 f"FG {_num(best.last.get('final_fg'))}; **test** AP {_num(best.last.get('test_final_ap'))}, "
-                f"FG {_num(best.last.get('test_final_fg'))} (test rows stored with the trial, never used for selection).")]
+                f"FG {_num(best.last.get('test_final_fg'))} (test rows stored with the trial, never used for selection)."
+            ),
+        ]
     return out
 
 
 def _table_generic(records, split) -> list[str]:
     out = ["## Results", "", "| trial group | AP ↑ | FG ↓ | n |", "|---|---|---|---|"]
     for label, recs in groups(records).items():
-        out.append(f"| {label} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {_n(recs)} |")
+        out.append(
+            f"| {label} | {_ms(recs, 'final_ap', split)} | {_ms(recs, 'final_fg', split)} | {_n(recs)} |"
+        )
     return out
 
 
 def _table_trials(records) -> list[str]:
-    out = ["| trial | status | seed | tasks | val AP | val FG | test AP | test FG | retries |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| trial | status | seed | tasks | val AP | val FG | test AP | test FG | retries |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
-        out.append(f"| `{r.name}` | {r.status} | {r.seed if r.seed is not None else '–'} | {r.tasks_done or '–'} | "
-                   f"{_num(r.last.get('final_ap'))} | {_num(r.last.get('final_fg'))} | "
-                   f"{_num(r.last.get('test_final_ap'))} | {_num(r.last.get('test_final_fg'))} | {r.num_failures} |")
+        out.append(
+            f"| `{r.name}` | {r.status} | {r.seed if r.seed is not None else '–'} | {r.tasks_done or '–'} | "
+            f"{_num(r.last.get('final_ap'))} | {_num(r.last.get('final_fg'))} | "
+            f"{_num(r.last.get('test_final_ap'))} | {_num(r.last.get('test_final_fg'))} | {r.num_failures} |"
+        )
     return out
 
 
@@ -421,7 +540,13 @@ def write_plots(records: list[TrialRecord], table: str, exp: Path) -> list[Path]
             bars = sorted(bars, key=lambda b: -b[1])[:12]
         out.append(_save(_bar_chart(bars, f"AP / FG per trial group ({split})"), exp / "ap_fg.png"))
     best = best_trial(records)
-    matrix = best.test_matrix if best is not None and split == "test" and best.test_matrix else best.matrix if best else None
+    matrix = (
+        best.test_matrix
+        if best is not None and split == "test" and best.test_matrix
+        else best.matrix
+        if best
+        else None
+    )
     if matrix:
         from delo.tblog import render_matrix
 
@@ -469,7 +594,12 @@ def _heatmap_er(records: list[TrialRecord], split: str):
         for j, r in enumerate(rs):
             m, s = cells.get((E, r), (None, None))
             box = (left + j * cw, top + i * ch, left + (j + 1) * cw - 3, top + (i + 1) * ch - 3)
-            d.rectangle(box, fill=_colour((m - lo) / (hi - lo) if m is not None and hi > lo else 0.5) if m is not None else (230, 230, 230))
+            d.rectangle(
+                box,
+                fill=_colour((m - lo) / (hi - lo) if m is not None and hi > lo else 0.5)
+                if m is not None
+                else (230, 230, 230),
+            )
             d.text((box[0] + 8, box[1] + ch // 2 - 8), fmt_ms(m, s), fill="black", font=_font())
     return img
 
@@ -492,6 +622,6 @@ def _bar_chart(bars: list[tuple[str, float, float, float, float]], title: str):
             if std:
                 d.line((x + dx + 14, y(value + std), x + dx + 14, y(value - std)), fill="black", width=2)
             d.text((x + dx, y(value) - 14), f"{value:.1f}", fill="black", font=_font())
-        for n, chunk in enumerate([label[k:k + 13] for k in range(0, len(label), 13)][:4]):
+        for n, chunk in enumerate([label[k : k + 13] for k in range(0, len(label), 13)][:4]):
             d.text((x - 6, top + h + 6 + 14 * n), chunk, fill="black", font=_font())
     return img

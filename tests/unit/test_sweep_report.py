@@ -1,9 +1,10 @@
-"""Reports from files alone: results.csv, results.md in the paper layout (mean ± std), failed trials, PNGs."""
+"""Reports from files alone: results.csv, results.md in the paper layout (mean ± 95 % CI), failed trials, PNGs."""
 
 import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -17,22 +18,57 @@ FloatingPointError: loss is NaN at step 5
 """
 
 
-def _trial(exp: Path, name: str, E: int, r: int, seed: int, ap: float | None, *, tasks: int = 3, error: bool = False,
-           test: bool = True) -> None:
+def _trial(
+    exp: Path,
+    name: str,
+    E: int,
+    r: int,
+    seed: int,
+    ap: float | None,
+    *,
+    tasks: int = 3,
+    error: bool = False,
+    test: bool = True,
+) -> None:
     d = exp / name
     (d / name).mkdir(parents=True)
-    cfg = {"seed": seed, "model": {"E": E, "r": r, "variant": "delo"}, "loss": {"lambda1": 0.1, "lambda2": 0.1}}
-    (d / "trial.json").write_text(json.dumps({
-        "trial_id": f"x_{name[-5:]}", "label": f"E={E},r={r}", "variant": "", "seed": seed,
-        "overrides": {"model.E": E, "model.r": r, "seed": seed}, "config": cfg, "out_dir": name}))
+    cfg = {
+        "seed": seed,
+        "model": {"E": E, "r": r, "variant": "delo"},
+        "loss": {"lambda1": 0.1, "lambda2": 0.1},
+    }
+    (d / "trial.json").write_text(
+        json.dumps(
+            {
+                "trial_id": f"x_{name[-5:]}",
+                "label": f"E={E},r={r}",
+                "variant": "",
+                "seed": seed,
+                "overrides": {"model.E": E, "model.r": r, "seed": seed},
+                "config": cfg,
+                "out_dir": name,
+            }
+        )
+    )
     rows = [{"task": t, "ap_seen": 50.0} for t in range(1, tasks + 1)]
     if ap is not None:
-        rows[-1].update(final_ap=ap, final_fg=10.0 - seed, **({"test_final_ap": ap - 1, "test_final_fg": 11.0} if test else {}))
-        (d / name / "result.json").write_text(json.dumps({
-            "matrix": [[60.0, None, None], [55.0, 61.0, None], [50.0, 52.0, 62.0]],
-            "test_matrix": [[59.0, None, None], [54.0, 60.0, None], [49.0, 51.0, 61.0]],
-            "params": {"trainable": 1000 * E * 8, "total": 1_000_000 + 30_000 * E}}))
-    (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"task\": 9, \"ap_se")  # cut line
+        rows[-1].update(
+            final_ap=ap,
+            final_fg=10.0 - seed,
+            **({"test_final_ap": ap - 1, "test_final_fg": 11.0} if test else {}),
+        )
+        (d / name / "result.json").write_text(
+            json.dumps(
+                {
+                    "matrix": [[60.0, None, None], [55.0, 61.0, None], [50.0, 52.0, 62.0]],
+                    "test_matrix": [[59.0, None, None], [54.0, 60.0, None], [49.0, 51.0, 61.0]],
+                    "params": {"trainable": 1000 * E * 8, "total": 1_000_000 + 30_000 * E},
+                }
+            )
+        )
+    (d / "result.json").write_text(
+        "\n".join(json.dumps(r) for r in rows) + '\n{"task": 9, "ap_se'
+    )  # cut line
     if error:
         (d / "error.txt").write_text(ERROR_TXT)
 
@@ -45,14 +81,28 @@ def _exp(tmp_path, table="rank_factor"):
     _trial(exp, "E16-r2_s1_00001", 16, 2, 1, 62.0)
     _trial(exp, "E16-r4_s0_00002", 16, 4, 0, 70.0)
     _trial(exp, "E16-r4_s1_00003", 16, 4, 1, None, tasks=2, error=True)
-    (exp / "trial_status.yaml").write_text(json.dumps({"total_trials": 5, "trials": {
-        "E16-r4_s1_00003": {"status": "ERROR", "error": "FloatingPointError: loss is NaN at step 5", "num_failures": 3},
-        "E32-r8_s0_00004": {"status": "PENDING", "trial_id": "x_00004"}}}))
+    (exp / "trial_status.yaml").write_text(
+        json.dumps(
+            {
+                "total_trials": 5,
+                "trials": {
+                    "E16-r4_s1_00003": {
+                        "status": "ERROR",
+                        "error": "FloatingPointError: loss is NaN at step 5",
+                        "num_failures": 3,
+                    },
+                    "E32-r8_s0_00004": {"status": "PENDING", "trial_id": "x_00004"},
+                },
+            }
+        )
+    )
     return exp
 
 
 def test_error_reason_is_the_exception_line(tmp_path):
-    (tmp_path / "error.txt").write_text(ERROR_TXT + ERROR_TXT.replace("# 1", "# 2").replace("step 5", "step 7"))
+    (tmp_path / "error.txt").write_text(
+        ERROR_TXT + ERROR_TXT.replace("# 1", "# 2").replace("step 5", "step 7")
+    )
     assert error_reason(tmp_path / "error.txt") == "FloatingPointError: loss is NaN at step 7"
     assert "no error.txt" in error_reason(tmp_path / "missing.txt")
 
@@ -75,10 +125,13 @@ def test_rank_factor_report(tmp_path):
     assert rows[0]["model.E"] == "16" and rows[0]["params_trainable"] == "128000"
     md = (exp / "results.md").read_text()
     assert "| E | r | AP ↑ | FG ↓ | trainable | total | n | paper AP / FG |" in md
-    # test split (all completed trials stored test rows): 59, 61 -> 60.00 ± 1.41
-    assert "| 16 | 2 | 60.00 ± 1.41 | 11.00 ± 0.00 | 0.13M | 1.48M | 2/2 | 63.78 / 11.20 |" in md
+    # test split (all completed trials stored test rows): 59, 61 -> mean 60, s = √2, 95 % CI half-width
+    # t(0.975, 1) · s / √2 = 12.706
+    assert "| 16 | 2 | 60.00 ± 12.71 | 11.00 ± 0.00 | 0.13M | 1.48M | 2/2 | 63.78 / 11.20 |" in md
     assert "| 16 | 4 | 69.00 | 11.00 | 0.13M | 1.48M | 1/2 |" in md
-    assert "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
+    assert (
+        "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
+    )
     for png in ("ap_grid.png", "best_matrix.png"):
         assert Image.open(exp / png).size[0] > 100
 
@@ -97,3 +150,12 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
     assert "1 stopped early by ASHA" in md
     assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
     assert "ap_fg.png" in {p.name for p in paths}
+
+
+def test_confidence_interval_uses_students_t():
+    from delo.report import mean_ci
+
+    mean, half = mean_ci([1.0, 2.0, 3.0])  # s = 1, t(0.975, 2) = 4.3027
+    assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
+    assert mean_ci([5.0]) == (5.0, None)
+    assert mean_ci([]) == (None, None)
