@@ -191,8 +191,13 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
 # Aggregation
 
 
+def _present(values: list[float]) -> list[float]:
+    """The values that were measured (no None, no nan)."""
+    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    values = _present(values)
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -200,7 +205,7 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None]:
     """(mean, half-width of its ``level`` confidence interval): t_{(1+level)/2, n-1} · s / √n; None below n = 2."""
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    values = _present(values)
     mean, std = mean_std(values)
     if std is None:
         return mean, None
