@@ -30,8 +30,10 @@ from transformers import BertTokenizer, ViltConfig, ViltModel
 from transformers.models.vilt.image_processing_pil_vilt import ViltImageProcessorPil
 from transformers.models.vilt.modeling_vilt import ViltMLMHead
 
+from delo.atomic import atomic_write_text
 from delo.backbone import TINY_DIR, make_image_processor
 from delo.data import synthetic
+from delo.data.collate import DUMMY_TEXT, dummy_image
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TINY_CONFIG = {
@@ -62,6 +64,9 @@ class PretrainConfig:
     train_pairs: int = 6000
     heldout_pairs: int = 512
     mask_prob: float = 0.15
+    contrastive: float = 1.0
+    """Weight of the per-modality contrastive terms (0: ITM + MLM only, the first shipped recipe)."""
+    temperature: float = 0.1
     threads: int | None = None
     """Torch CPU threads (None: every core this process may use)."""
 
@@ -172,6 +177,7 @@ class PretrainHeads(nn.Module):
         super().__init__()
         self.itm = nn.Linear(config.hidden_size, 2)
         self.mlm = ViltMLMHead(config)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)  # contrastive projection of pooled
 
 
 def vilt_forward(vilt: ViltModel, batch: dict[str, Tensor], input_ids: Tensor | None = None):
@@ -184,10 +190,36 @@ def vilt_forward(vilt: ViltModel, batch: dict[str, Tensor], input_ids: Tensor | 
     )
 
 
+def info_nce(anchor: Tensor, positive: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """Symmetric InfoNCE: anchor row i (A, d) matches positive row targets[i] of (B, d); the rest are negatives."""
+    a, p = F.normalize(anchor, dim=-1), F.normalize(positive, dim=-1)
+    logits = a @ p.T / temperature  # (A, B)
+    loss = F.cross_entropy(logits, targets)
+    if anchor.shape[0] == positive.shape[0]:
+        loss = 0.5 * (loss + F.cross_entropy(logits.T, targets.argsort()))
+    return loss
+
+
+def unimodal_batches(batch: dict[str, Tensor], empty_ids: Tensor) -> tuple[dict, dict]:
+    """(image only, text only) versions of ``batch``, built as the loader builds missing inputs: the text
+    becomes ``""`` ([CLS][SEP], ``empty_ids`` (2,)), the image the all-ones dummy with a full mask."""
+    bsz = batch["input_ids"].shape[0]
+    ids = empty_ids.expand(bsz, -1)
+    image_only = {**batch, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    pixels, pmask = dummy_image(batch["pixel_values"].shape[-1])
+    text_only = {
+        **batch,
+        "pixel_values": pixels.expand(bsz, -1, -1, -1),
+        "pixel_mask": pmask.expand(bsz, -1, -1),
+    }
+    return image_only, text_only
+
+
 def pretrain_loss(
     vilt, heads, batch, gen: torch.Generator, mask_id: int, mask_prob: float
-) -> tuple[Tensor, Tensor]:
-    """(ITM loss over all pairs, MLM loss over the matched pairs), from one forward."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(ITM loss over all pairs, MLM loss over the matched pairs, pooled output (B, d), matched (B,)), from one
+    forward."""
     bsz = batch["input_ids"].shape[0]
     image_idx, matched = mismatch_index(bsz, gen)
     batch = {
@@ -205,8 +237,27 @@ def pretrain_loss(
     text = out.last_hidden_state[:, : masked.shape[1]]  # (B, L_t, d): text tokens come first
     logits = heads.mlm(text)  # (B, L_t, V)
     if not (labels != -100).any():  # no target in this batch
-        return itm, logits.sum() * 0.0
-    return itm, F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return itm, logits.sum() * 0.0, out.pooler_output, matched
+    mlm = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    return itm, mlm, out.pooler_output, matched
+
+
+def contrastive_loss(
+    vilt, heads, batch, fused: Tensor, matched: Tensor, empty_ids: Tensor, temperature: float
+) -> Tensor:
+    """Per-modality contrastive terms on the pooled output, so that each modality on its own carries what it
+    shares with the other (the class where both show it, the session always), and the fused output carries both:
+    image only <-> text only, and each matched fused pair <-> its image only and its text only (all pairs of the
+    batch as negatives)."""
+    image_only, text_only = unimodal_batches(batch, empty_ids)
+    z_v = heads.proj(vilt_forward(vilt, image_only).pooler_output)  # (B, d)
+    z_t = heads.proj(vilt_forward(vilt, text_only).pooler_output)  # (B, d)
+    z_c = heads.proj(fused[matched])  # (M, d) fused pairs whose image is their own
+    rows = torch.arange(z_v.shape[0])
+    terms = [info_nce(z_v, z_t, rows, temperature)]
+    if matched.any():
+        terms += [info_nce(z_c, z_v, rows[matched], temperature), info_nce(z_c, z_t, rows[matched], temperature)]
+    return torch.stack(terms).mean()
 
 
 @torch.no_grad()
@@ -278,14 +329,14 @@ def lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def train(
-    vilt, heads, data, cfg: PretrainConfig, mask_id: int, gen: torch.Generator
+    vilt, heads, data, cfg: PretrainConfig, mask_id: int, empty_ids: Tensor, gen: torch.Generator
 ) -> dict[str, list[float]]:
-    """``cfg.steps`` AdamW steps over shuffled epochs; returns the mean ITM and MLM losses per 100 steps."""
+    """``cfg.steps`` AdamW steps over shuffled epochs; returns the mean losses per 100 steps."""
     params = [*vilt.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     n = data["input_ids"].shape[0]
     order, cursor = torch.randperm(n, generator=gen), 0
-    sums, curves = torch.zeros(2), {"itm": [], "mlm": []}
+    sums, curves = torch.zeros(3), {"itm": [], "mlm": [], "contrastive": []}
     vilt.train()
     for step in range(cfg.steps):
         if cursor + cfg.batch_size > n:
@@ -294,16 +345,21 @@ def train(
         cursor += cfg.batch_size
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        itm, mlm = pretrain_loss(vilt, heads, batch, gen, mask_id, cfg.mask_prob)
+        itm, mlm, fused, matched = pretrain_loss(vilt, heads, batch, gen, mask_id, cfg.mask_prob)
+        con = (
+            contrastive_loss(vilt, heads, batch, fused, matched, empty_ids, cfg.temperature)
+            if cfg.contrastive > 0
+            else itm.new_zeros(())
+        )
         opt.zero_grad(set_to_none=True)
-        (itm + mlm).backward()
+        (itm + mlm + cfg.contrastive * con).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sums += torch.stack([itm.detach(), mlm.detach()])
+        sums += torch.stack([itm.detach(), mlm.detach(), con.detach()])
         if (step + 1) % 100 == 0 or step == cfg.steps - 1:
             span = (step % 100) + 1
-            curves["itm"].append(round(float(sums[0]) / span, 4))
-            curves["mlm"].append(round(float(sums[1]) / span, 4))
+            for name, total in zip(curves, sums.tolist(), strict=True):
+                curves[name].append(round(total / span, 4))
             sums.zero_()
     vilt.eval()
     return curves
@@ -344,7 +400,8 @@ def pretrain_tiny(
 
     at_init = evaluate(vilt, heads, heldout, mask_id, cfg.mask_prob, cfg.seed + 1)
     train_started = time.perf_counter()
-    curves = train(vilt, heads, train_data, cfg, mask_id, gen)
+    empty_ids = tokenizer(DUMMY_TEXT, return_tensors="pt")["input_ids"][0]  # (2,) [CLS][SEP]
+    curves = train(vilt, heads, train_data, cfg, mask_id, empty_ids, gen)
     train_s = time.perf_counter() - train_started
     trained = evaluate(vilt, heads, heldout, mask_id, cfg.mask_prob, cfg.seed + 1)
 
@@ -360,7 +417,10 @@ def pretrain_tiny(
         "steps": cfg.steps,
         "pretrain": asdict(cfg) | {"threads": threads},
         "objectives": "ITM (pooled -> Linear(d,2), ~50% of images swapped within the batch) + MLM (15%, 80/10/10 "
-        "on every text, scored on matched pairs), one forward per step, AdamW with warmup + cosine decay, "
+        "on every text, scored on matched pairs) + per-modality contrastive InfoNCE on the pooled output "
+        f"(weight {cfg.contrastive}, temperature {cfg.temperature}, shared linear projection): image only "
+        "(text '') <-> text only (all-ones dummy image), and each matched fused pair <-> its image only and its "
+        "text only, the batch as negatives; AdamW with warmup + cosine decay, "
         f"init std {TINY_CONFIG['initializer_range']}",
         "evaluation": "held-out pairs, unmasked text for ITM; each pair scored matched and with a random other "
         "held-out pair's image; masked-token accuracy with seeded 15% masks; cos over the same matched and "
@@ -379,8 +439,7 @@ def pretrain_tiny(
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "tokenizers": tokenizers.__version__},
     }  # fmt: skip
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / "CARD.md").write_text(card_markdown(card))
+    write_card(out, card)
     return card
 
 
@@ -396,7 +455,7 @@ def card_markdown(card: dict) -> str:
     c = card["config"]
     return f"""# tiny ViLT
 
-A small `transformers` ViltModel, briefly pretrained on synthetic image-text pairs as ViLT was:
+A small `transformers` ViltModel, briefly pretrained on synthetic image-text pairs:
 hidden {c["hidden_size"]}, {c["num_hidden_layers"]} layers, {c["num_attention_heads"]} heads, intermediate \
 {c["intermediate_size"]}, image {c["image_size"]}, patch {c["patch_size"]}, text {c["max_position_embeddings"]}, \
 {card["parameters"]:,} parameters, its own WordPiece vocabulary of {card["vocab_size"]} tokens.
@@ -404,19 +463,39 @@ hidden {c["hidden_size"]}, {c["num_hidden_layers"]} layers, {c["num_attention_he
 - Objectives: {card["objectives"]}.
 - Data: {card["data"]}. Never the benchmark's val/test.
 - Reproduce: `{card["command"]}` ({card["steps"]} steps, seed {card["seed"]}, \
-{card["pretrain"]["threads"]} threads; training took {card["train_wall_s"]} s).
+{card["pretrain"]["threads"]} threads; training took {card["train_wall_s"]} s; bit-reproducible for the same \
+thread count).
 - Weights: `model.safetensors`, sha256 `{card["weights_sha256"]}`.
 - Load: `delo.backbone.load_backbone(ModelConfig(backbone="tiny"))`.
-
-Held-out quality, {card["pretrain"]["heldout_pairs"]} pairs ({card["evaluation"]}):
+{probe_markdown(card.get("probe"))}
+Held-out pretraining quality, {card["pretrain"]["heldout_pairs"]} pairs ({card["evaluation"]}):
 
 | measure | at init | pretrained |
 |---|---|---|
 {table}
 
 q_v / q_t are the masked means of the first layer's LayerNorm-ed input over image [CLS] + patches and over
-text tokens, the queries DeLo routes with. Neither ITM nor MLM asks these layer-0 means to align (matching is
-decided by the fused [CLS] after 4 layers), so matched and mismatched pairs score about the same on them;
-relating them is the job of DeLo's alignment loss.
+text tokens, the queries DeLo routes with. No objective asks these layer-0 means to align, so matched and
+mismatched pairs stay close on them; relating them is the job of DeLo's alignment loss.
 Most words of a synthetic text are filler words drawn uniformly from 40, which caps masked-token accuracy.
 """
+
+
+def probe_markdown(probe: dict | None) -> str:
+    if probe is None:
+        return "\nLinear probe: not run (`python launch/pretrain_backbone.py --probe-only`).\n"
+    s = probe["scores"]
+    return f"""
+Linear probe (`delo/probe.py`: frozen pooled output, {probe["split"]}; chance 5 %, one modality's ceiling \
+about 74 %):
+
+| complete | image only | text only |
+|---|---|---|
+| {s["complete"]:.1f} | {s["image_only"]:.1f} | {s["text_only"]:.1f} |
+"""
+
+
+def write_card(out_dir: str | Path, card: dict) -> None:
+    out = Path(out_dir)
+    atomic_write_text(out / "card.json", json.dumps(card, indent=2) + "\n")
+    atomic_write_text(out / "CARD.md", card_markdown(card))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -102,3 +103,22 @@ def benchmark_splits(cfg: RunConfig, max_test: int | None = None) -> tuple[list[
         step = -(-len(test) // max_test)
         test = test[::step]
     return train, test
+
+
+def probe_folder(folder: str | Path, threads: int | None = None) -> dict:
+    """The probe of the backbone in ``folder`` on the default profile's world (all 6,000 test samples):
+    ``{"scores": {complete, image_only, text_only}, "split": description}``, as the backbone card records it."""
+    from delo.backbone import load_backbone
+    from delo.config import DEFAULT_PROFILE, load_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(DEFAULT_PROFILE, [f"model.backbone={Path(folder).resolve()}"])
+    backbone = load_backbone(cfg.model)
+    train, test = benchmark_splits(cfg)
+    world = cfg.data.synthetic
+    split = (
+        f"benchmark train split ({len(train)}) -> test split ({len(test)}), world kind {world.kind} seed "
+        f"{world.seed}, all {int(max(s.label for s in test)) + 1} classes"
+    )
+    return {"scores": probe(backbone.vilt, backbone, train, test), "split": split}

@@ -1,15 +1,20 @@
 """Regenerate the shipped tiny ViLT backbone (delo/assets/tiny_vilt) deterministically on CPU.
 
-python launch/pretrain_backbone.py [--out DIR] [--steps N] [--seed S]
+python launch/pretrain_backbone.py [--out DIR] [--steps N] [--seed S] [--threads T] [--probe-only]
+
+After pretraining, the frozen linear probe (delo/probe.py) is run on the default world and written into the
+card; --probe-only re-runs just that on an existing folder.
 """
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 
 from delo.backbone import TINY_DIR
-from delo.pretrain import PretrainConfig, pretrain_tiny
+from delo.pretrain import PretrainConfig, pretrain_tiny, write_card
+from delo.probe import probe_folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,16 +26,30 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=defaults.seed, help="pretraining seed (not the benchmark's)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: available cores)")
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", "launch/pretrain_backbone.py", *(sys.argv[1:] if argv is None else argv)])
-    cfg = PretrainConfig(seed=args.seed, steps=args.steps, threads=args.threads)
-    card = pretrain_tiny(args.out, cfg, command=command)
-    q, q0 = card["quality"]["pretrained"], card["quality"]["init"]
-    print(
-        f"wrote {args.out} in {card['total_wall_s']} s: ITM {q['itm_acc']:.3f} (init {q0['itm_acc']:.3f}), "
-        f"MLM {q['mlm_acc']:.3f} (init {q0['mlm_acc']:.3f}), cos matched/mismatched "
-        f"{q['cos_matched']:.3f}/{q['cos_mismatched']:.3f} (init {q0['cos_matched']:.3f}/{q0['cos_mismatched']:.3f})"
+    parser.add_argument(
+        "--probe-only", action="store_true", help="only (re)run the linear probe of --out and update its card"
     )
+    args = parser.parse_args(argv)
+    if args.probe_only:
+        card_path = args.out / "card.json"
+        if not card_path.is_file():
+            print(f"error: {card_path} not found: --probe-only needs a pretrained folder", file=sys.stderr)
+            return 2
+        card = json.loads(card_path.read_text())
+    else:
+        command = shlex.join(["python", "launch/pretrain_backbone.py", *(sys.argv[1:] if argv is None else argv)])
+        cfg = PretrainConfig(seed=args.seed, steps=args.steps, threads=args.threads)
+        card = pretrain_tiny(args.out, cfg, command=command)
+        q, q0 = card["quality"]["pretrained"], card["quality"]["init"]
+        print(
+            f"wrote {args.out} in {card['total_wall_s']} s: ITM {q['itm_acc']:.3f} (init {q0['itm_acc']:.3f}), "
+            f"MLM {q['mlm_acc']:.3f} (init {q0['mlm_acc']:.3f}), cos matched/mismatched "
+            f"{q['cos_matched']:.3f}/{q['cos_mismatched']:.3f} "
+            f"(init {q0['cos_matched']:.3f}/{q0['cos_mismatched']:.3f})"
+        )
+    card["probe"] = probe_folder(args.out, args.threads)
+    write_card(args.out, card)
+    print(f"linear probe ({card['probe']['split']}): {card['probe']['scores']}")
     return 0
 
 
