@@ -31,3 +31,20 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1, sort_keys: bool = True, **dumps) -> None:
+    """``data`` as JSON (``default=str`` unless given: paths and the like become strings)."""
+    import json
+
+    dumps.setdefault("default", str)
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps))
+
+
+def atomic_write_yaml(path: str | Path, data: Any, *, sort_keys: bool = True) -> None:
+    """``data`` as YAML; a JSON round trip first turns paths, numpy scalars and the like into plain values."""
+    import json
+
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=sort_keys))

@@ -347,7 +347,7 @@ _QUICK_JOB = "sum(i * i for i in range({iters}))"
 def trial_packing(quick: bool = False) -> dict[str, Any]:
     """Wall time of a small grid run one trial at a time / two at a time (target >= 1.6 on 2 cores).
 
-    Full: the sweep launcher (``delo.tune.launch``, Ray Tune, ``resources: {cpu: 1}``) on a 4-trial grid of the
+    Full: the sweep launcher (``delo.sweep.driver.launch``, Ray Tune, ``resources: {cpu: 1}``) on a 4-trial grid of the
     ``tiny_test`` profile (4 seeds), ``max_concurrent`` 1 vs 2, each in a fresh process. The value is the ratio
     of the grid's wall time, first trial start to last trial end (Tune's timestamps); ``command_wall`` is the
     same ratio over the whole command, which adds the launcher's fixed cost (imports, Ray start and stop,
@@ -409,7 +409,7 @@ def _pack_sweeps(tmp: Path, trials: int) -> dict[str, Any]:
             "max_concurrent": concurrent, "failure": {"max_failures": 0},
         }))  # fmt: skip
         code = (
-            f"import sys; from delo.tune import launch; sys.exit(launch({str(spec)!r}, storage="
+            f"import sys; from delo.sweep.driver import launch; sys.exit(launch({str(spec)!r}, storage="
             f"{str(tmp / 'storage')!r}, dashboard_port=0, num_cpus=2))"
         )
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
@@ -432,7 +432,7 @@ def _pack_sweeps(tmp: Path, trials: int) -> dict[str, Any]:
         "mean_trial_s": {"one_at_a_time": round(statistics.mean(durations[1]), 3),
                          "two_at_a_time": round(statistics.mean(durations[2]), 3)},
         "trials": trials, "load_average": [round(v, 2) for v in os.getloadavg()],
-        "method": "Ray Tune via delo.tune.launch (fresh process each), resources {cpu: 1}, max_concurrent 1 vs 2, "
+        "method": "Ray Tune via delo.sweep.driver.launch (fresh process each), resources {cpu: 1}, max_concurrent 1 vs 2, "
                   "grid = tiny_test profile x 4 seeds",
     }  # fmt: skip
 

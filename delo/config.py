@@ -11,6 +11,7 @@ Names follow the paper (method.md §11): ``model.E``, ``model.r``, ``model.alpha
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
@@ -350,6 +351,32 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     else:
         out[head] = value
     return out
+
+
+def key_problem(dotted: str) -> str:
+    """The :func:`check_key` message for ``dotted``, or "" when it is a run-config key."""
+    try:
+        check_key(dotted)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with every dotted override set (``data`` is left as it is)."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        out = set_dotted(out, key, value)
+    return out
+
+
+def build_or_collect(data: dict[str, Any], what: str, errors: list[str]) -> RunConfig | None:
+    """:func:`build_config`, appending its message to ``errors`` instead of raising (None then)."""
+    try:
+        return build_config(data, what)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return None
 
 
 def build_config(data: dict[str, Any], source: str = "") -> RunConfig:

@@ -289,7 +289,7 @@ def render_matrix(R: list[list[float | None]], title: str = "", cell: int = 56) 
                 draw.rectangle(box, fill=(200, 200, 200))
                 draw.text((x0 + 12, y0 + cell // 2 - 6), "n/a", fill="black", font=font)
                 continue
-            draw.rectangle(box, fill=_colour(value / 100.0))
+            draw.rectangle(box, fill=colour_ramp(value / 100.0))
             draw.text((x0 + 6, y0 + cell // 2 - 6), f"{value:.1f}", fill="black", font=font)
     return np.asarray(img, dtype=np.uint8)
 
@@ -302,11 +302,11 @@ def render_heatmap(freq: np.ndarray, cell: int = 10) -> np.ndarray:
     img = np.zeros((rows * cell, cols * cell, 3), dtype=np.uint8)
     for r in range(rows):
         for c in range(cols):
-            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = _colour(float(scaled[r, c]))
+            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = colour_ramp(float(scaled[r, c]))
     return img
 
 
-def _colour(x: float) -> tuple[int, int, int]:
+def colour_ramp(x: float) -> tuple[int, int, int]:
     """White (0) to blue (1)."""
     x = min(max(x, 0.0), 1.0)
     return (int(255 - 200 * x), int(255 - 140 * x), 255)

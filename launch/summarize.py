@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder}: no such sweep folder", file=sys.stderr)
         return 2
 
-    from delo.report import write_report
+    from delo.sweep.report import write_report
 
     for path in write_report(folder):
         print(path)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
     args = p.parse_args(argv)
 
-    from delo.tune import launch
+    from delo.sweep.driver import launch
 
     return launch(args.spec, args.sets, profile=args.profile, address=args.address, resume=args.resume,
                   dry_run=args.dry_run, storage=args.storage, dashboard_port=args.dashboard_port,

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from delo.config import ConfigError, load_config
-from delo.sweep import check_resumable, load_sweep, save_spec
+from delo.sweep.experiment import check_resumable, save_spec
+from delo.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "sweeps").glob("*.yaml"))
