@@ -23,10 +23,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from delo.atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
-from delo.config import ConfigError
+from delo.config import ConfigError, read_yaml_or_none
 
 if TYPE_CHECKING:
     from delo.sweep.spec import Sweep
@@ -111,11 +109,7 @@ def write_status(exp_dir: str | Path, total_trials: int, trials: dict[str, Any])
 def read_status(exp_dir: str | Path) -> dict[str, Any]:
     """``{"total_trials": N, "trials": {folder: {status, trial_id, task, final_ap, num_failures, error}}}``;
     {} when absent or unreadable."""
-    path = Path(exp_dir) / STATUS_FILE
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
+    return read_yaml_or_none(Path(exp_dir) / STATUS_FILE) or {}
 
 
 def unfinished_count(status: dict[str, Any]) -> int:
@@ -138,11 +132,7 @@ def save_spec(sweep: Sweep) -> None:
 
 def read_saved_spec(exp_dir: str | Path) -> dict[str, Any]:
     """The ``spec`` part of a saved sweep_spec.yaml ({} when absent): table layout, name, description."""
-    path = Path(exp_dir) / SPEC_FILE
-    try:
-        return (yaml.safe_load(path.read_text()) or {}).get("spec", {})
-    except (OSError, yaml.YAMLError):
-        return {}
+    return (read_yaml_or_none(Path(exp_dir) / SPEC_FILE) or {}).get("spec", {})
 
 
 def check_resumable(sweep: Sweep) -> None:

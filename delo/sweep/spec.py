@@ -47,9 +47,13 @@ from delo.config import (
     RunConfig,
     build_or_collect,
     check_key,
+    fields_at,
+    format_validation_error,
     key_problem,
     read_with_extends,
+    read_yaml_mapping,
     set_dotted,
+    split_assignment,
 )
 from delo.sweep.grid import NAME, GridSpec, TrialSpec, expand_grid
 from delo.sweep.report import TABLES
@@ -255,17 +259,8 @@ def tasks_of(cfg: RunConfig) -> int:
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep spec not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: a sweep spec is a mapping (name, base, grid|search, ...), got {type(data).__name__}"
-        )
-    return data
+    shape = "a sweep spec is a mapping (name, base, grid|search, ...)"
+    return read_yaml_mapping(path, "sweep spec", shape, empty_ok=False)
 
 
 def _profile_path(profile: str, spec_path: Path) -> Path:
@@ -284,14 +279,7 @@ def _split_sets(sets) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     spec_fields = set(SweepSpec.model_fields)
     spec_sets, run_sets = [], []
     for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} must look like key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        key, value = split_assignment(item, "--set", "key=value")
         if key.split(".", 1)[0] in spec_fields:
             spec_sets.append((key, value))
         else:
@@ -351,54 +339,10 @@ def _join(path: Path, errors: list[str]) -> str:
 
 
 def _format_spec_errors(err: ValidationError, path: Path) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
-        if e["type"] == "extra_forbidden":
-            leaf = str(e["loc"][-1])
-            options = _spec_fields_at(e["loc"][:-1])
-            close = difflib.get_close_matches(leaf, options, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(options)})"
-            lines.append(f"{loc}: unknown spec field{hint}")
-            continue
-        msg = e["msg"].removeprefix("Value error, ")
-        got = "" if isinstance(e.get("input"), dict) else f" (got {e.get('input')!r})"
-        lines.append(f"{loc or '(top level)'}: {msg}{got}")
-    return f"invalid sweep spec {path}:\n  " + "\n  ".join(lines)
+    def unknown(loc: tuple, dotted: str) -> str:
+        options = fields_at(SweepSpec, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), options, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (allowed: {', '.join(options)})"
+        return f"{dotted}: unknown spec field{hint}"
 
-
-def _spec_fields_at(loc: tuple) -> list[str]:
-    """The fields of the spec model at a pydantic error location (a dict's key and a union's tag are steps)."""
-    model: type[BaseModel] = SweepSpec
-    parts = list(loc)
-    while parts:
-        part = str(parts.pop(0))
-        info = model.model_fields.get(part)
-        if info is None:
-            return []
-        ann = info.annotation
-        if getattr(ann, "__origin__", None) is dict:  # dict[str, X]: the next step is a key
-            if not parts:
-                return []
-            parts.pop(0)
-            ann = ann.__args__[1]
-        members = [c for c in _members(ann) if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not members:
-            return []
-        if len(members) > 1 and parts:  # a discriminated union: the next step is the tag
-            tag = str(parts.pop(0))
-            members = [m for m in members if tag in _members(m.model_fields["type"].annotation)]
-            if not members:
-                return []
-        model = members[0]
-    return list(model.model_fields)
-
-
-def _members(annotation: Any) -> list:
-    """The leaves of an annotation: union members, Literal values, Annotated's type."""
-    if getattr(annotation, "__metadata__", None) is not None:
-        return _members(annotation.__origin__)
-    if isinstance(annotation, type):
-        return [annotation]
-    args = getattr(annotation, "__args__", ())
-    return [m for a in args for m in _members(a)] if args else [annotation]
+    return format_validation_error(err, f"invalid sweep spec {path}", unknown, name_cross_field=True)
