@@ -33,14 +33,21 @@ import torch
 
 from delo.config import LossConfig, ModelConfig
 
-TINY_DIMS = {
-    "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
-    "image_size": 64, "patch_size": 16, "max_position_embeddings": 40, "vocab_size": 1000,
-}  # fmt: skip
 VILT_B32_DIMS = {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
     "image_size": 384, "patch_size": 32, "max_position_embeddings": 40, "vocab_size": 30522,
 }  # fmt: skip
+
+
+def _tiny_dims() -> dict[str, int]:
+    """The shipped ``tiny`` backbone's dimensions, read from its config.json (a copy here once drifted)."""
+    from delo.backbone import TINY_DIR
+
+    config = json.loads((TINY_DIR / "config.json").read_text())
+    return {key: config[key] for key in VILT_B32_DIMS}
+
+
+TINY_DIMS = _tiny_dims()
 TEXT_LEN = 40
 MISSING_MIX = (0.3, 0.35, 0.35)  # complete, text missing, image missing: eta = 0.7 on both (protocol default)
 

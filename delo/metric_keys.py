@@ -9,7 +9,8 @@ AP_SEEN = "ap_seen"
 """Val AP over the tasks seen so far, in every report: what Tune, ASHA and the searcher's per-report hook read."""
 FINAL_AP = "final_ap"
 FINAL_FG = "final_fg"
-FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", "final_ap_oracle")
+FINAL_AP_ORACLE = "final_ap_oracle"
+FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_ORACLE)
 """Only in a run's last report (so their presence marks a trial that reached task T)."""
 SELECTION_KEYS = (AP_SEEN, "acc_new", "fg_seen", "bwt_seen", "key_acc")
 KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")

@@ -24,10 +24,7 @@ from typing import Any
 
 import numpy as np
 
-SELECTION_KEYS = ("ap_seen", "acc_new", "fg_seen", "bwt_seen", "key_acc")
-FINAL_KEYS = ("final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle")
-KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
-"""Task-key accuracy on one missing type, reported per task next to ``key_acc``."""
+from delo.metric_keys import FINAL_KEYS, KEY_ACC_BY_MISSING, SELECTION_KEYS, TASK, TEST_PREFIX, test_key
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -51,8 +48,8 @@ def metric_tag(key: str) -> str:
     ``ap_seen_oracle`` -> ``oracle/ap_seen``, ``train_loss`` -> ``train/loss``, ``task_time_s`` -> ``time/task_s``."""
     if key.endswith("_time_s"):
         return "time/" + key.removesuffix("_time_s") + "_s"
-    if key.startswith("test_"):
-        return "test/" + key.removeprefix("test_")
+    if key.startswith(TEST_PREFIX):
+        return "test/" + key.removeprefix(TEST_PREFIX)
     if key.startswith("train_"):
         return "train/" + key.removeprefix("train_")
     if key.endswith("_oracle"):
@@ -65,7 +62,7 @@ def metric_tags(test: bool = False) -> list[str]:
     keys = [*FINAL_KEYS, *SELECTION_KEYS, *KEY_ACC_BY_MISSING, "ap_seen_oracle"]
     tags = [metric_tag(k) for k in keys]
     if test:
-        tags += [metric_tag("test_" + k) for k in keys]
+        tags += [metric_tag(test_key(k)) for k in keys]
     return tags
 
 
@@ -103,7 +100,7 @@ class TBLogger:
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
         """Every finite number of a report dict, tagged by :func:`metric_tag` (``task`` itself is the step)."""
         for key, value in metrics.items():
-            if key == "task" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key == TASK or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(value):
                 self.writer.add_scalar(metric_tag(key), float(value), step)

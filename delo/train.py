@@ -29,6 +29,7 @@ from delo import checkpoint, runtime
 from delo.atomic import atomic_write_text
 from delo.config import ConfigError, RunConfig
 from delo.evaluate import ResultBook, evaluate_task, format_summary
+from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
 LOSS_PARTS = ("total", "cls", "align", "con")
@@ -259,14 +260,14 @@ class _Run:
 
     def report(self, j: int, losses: dict[str, float], times: dict[str, float]) -> dict[str, Any]:
         book = self.books[self.splits[0]]
-        metrics = {"task": j + 1, **book.task_metrics(j), **times,
+        metrics = {TASK: j + 1, **book.task_metrics(j), **times,
                    **{k: v for k, v in losses.items() if k != "train_steps"}}
         if self.cfg.eval.test:
             metrics.update(self.books["test"].task_metrics(j, prefix="test_"))
         if j == self.T - 1:
             metrics.update(book.final_metrics())
             if self.cfg.eval.test:
-                metrics.update(self.books["test"].final_metrics(prefix="test_"))
+                metrics.update(self.books["test"].final_metrics(prefix=TEST_PREFIX))
         return metrics
 
     def save(self, j: int) -> None:
@@ -330,7 +331,7 @@ def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | 
             _log_task(tb, run, k, metrics, stats)
             if k == run.T - 1:
                 result = _finish(run, out_dir)
-                tb.session_end({key: v for key, v in metrics.items() if "final_" in key}, step=k + 1)
+                tb.session_end({key: v for key, v in metrics.items() if is_final(key)}, step=k + 1)
             tb.flush()
             if on_task_end is not None:
                 on_task_end(dict(metrics), run.ckpt_dir)
@@ -348,7 +349,7 @@ def _finish(run: _Run, out_dir: Path) -> dict[str, Any]:
 
 
 def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
-    tb.scalars({key: v for key, v in metrics.items() if "final_" not in key}, step=k + 1)
+    tb.scalars({key: v for key, v in metrics.items() if not is_final(key)}, step=k + 1)
     for split, book in run.books.items():
         prefix = "test" if split == "test" and split != run.splits[0] else "val"
         tb.matrix(f"{prefix}/result_matrix", book.data["matrix"][: k + 1], k + 1, title=f"{split} after task {k + 1}")

@@ -55,6 +55,7 @@ from delo.config import (
     set_dotted,
     split_assignment,
 )
+from delo.data.sessions import num_sessions
 from delo.sweep.grid import NAME, GridSpec, TrialSpec, expand_grid
 from delo.sweep.report import TABLES
 from delo.sweep.search import (
@@ -65,8 +66,6 @@ from delo.sweep.search import (
     check_search,
     describe_dist,
 )
-
-DEFAULT_TASKS = {("synthetic", "mc"): 5, ("synthetic", "ml"): 4, "food101": 10, "mmimdb": 5}
 
 
 class _Strict(BaseModel):
@@ -254,7 +253,7 @@ def load_sweep(
 
 def tasks_of(cfg: RunConfig) -> int:
     """T of a run: data.num_tasks, else the dataset's session count (protocol.md §1)."""
-    full = DEFAULT_TASKS.get(cfg.data.name) or DEFAULT_TASKS[(cfg.data.name, cfg.data.synthetic.kind)]
+    full = num_sessions(cfg.data.name, cfg.data.synthetic.kind)
     return min(cfg.data.num_tasks, full) if cfg.data.num_tasks else full
 
 
