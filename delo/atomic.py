@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the same folder, fsync, then ``os.replace`` over the target.
 
-Shared caches, checkpoints, results and sweep bookkeeping all go through here, so a crash or a concurrent
+The project's one text, JSON and YAML writer. Shared caches, checkpoints, results, reports and sweep
+bookkeeping all go through here, so a crash or a concurrent
 writer never leaves a half-written file where a reader looks: readers see the old file or the new one.
 """
 
@@ -34,11 +35,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1, sort_keys: bool = True, **dumps) -> None:
-    """``data`` as JSON (``default=str`` unless given: paths and the like become strings)."""
+    """``data`` as JSON and a final newline; ``dumps`` go to ``json.dumps`` (``default=str`` unless given, so
+    paths and the like become strings; ``default=None`` makes them an error)."""
     import json
 
     dumps.setdefault("default", str)
-    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps))
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps) + "\n")
 
 
 def atomic_write_yaml(path: str | Path, data: Any, *, sort_keys: bool = True) -> None:

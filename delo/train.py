@@ -15,7 +15,6 @@ of an uninterrupted run: every phase that consumes the global torch RNG starts f
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from delo import checkpoint, runtime
-from delo.atomic import atomic_write_text
+from delo.atomic import atomic_write_json
 from delo.config import ConfigError, RunConfig
 from delo.evaluate import ResultBook, evaluate_task, format_summary
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
@@ -374,7 +373,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, _json_safe(data), indent=2, sort_keys=False, allow_nan=False, default=None)
 
 
 # ----------------------------------------------------------------------------------------------------------

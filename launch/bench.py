@@ -7,7 +7,6 @@ Exit status: 0 done, 1 some figure failed (its entry holds the error; the others
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from delo.atomic import atomic_write_json
     from delo.bench import run_all
 
     try:
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result, indent=2, sort_keys=False, default=None)
     print(f"wrote {out}")
     failed = [name for name, figure in result.items() if isinstance(figure, dict) and "error" in figure]
     if failed:

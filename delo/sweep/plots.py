@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from delo.atomic import atomic_write
 from delo.metric_keys import FINAL_AP, FINAL_FG
 from delo.sweep.records import TrialRecord, best_trial, fmt_ms, groups, mean_std, metric, split_used
 from delo.tblog import colour_ramp
@@ -46,7 +47,8 @@ def write_plots(records: list[TrialRecord], table: str, exp: Path) -> list[Path]
 def _save(image, path: Path) -> Path:
     from PIL import Image
 
-    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(path)
+    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    atomic_write(path, lambda fh: image.save(fh, format="PNG"), binary=True)
     return path
 
 
