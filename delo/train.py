@@ -26,8 +26,8 @@ import torch
 
 from delo import checkpoint, runtime
 from delo.atomic import atomic_write_json
-from delo.config import ConfigError, RunConfig
-from delo.evaluate import ResultBook, evaluate_task, format_summary
+from delo.config import RunConfig
+from delo.evaluate import ResultBook, evaluate_task
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
@@ -378,31 +378,3 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line (launch/train.py)
-
-
-def default_out_dir() -> Path:
-    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-def cli(config_path: str | None, overrides: list[str], out_dir: str | None) -> int:
-    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise.
-
-    Without ``config_path`` the embedded default profile (``sweeps/profiles/synthetic.yaml``) is used."""
-    from delo.config import DEFAULT_PROFILE, load_config
-
-    try:
-        cfg = load_config(config_path or DEFAULT_PROFILE, overrides)
-        from delo.backbone import check_backbone_available
-        from delo.data import prepare_data
-
-        check_backbone_available(cfg.model.backbone)
-        prepare_data(cfg)
-        out = Path(out_dir) if out_dir else default_out_dir()
-        print(f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)", file=sys.stderr)
-        result = run_continual(cfg, out, progress=True)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(result))
-    print(f"\nwrote {out / 'result.json'}")
-    return 0
