@@ -122,9 +122,9 @@ class TBLogger:
         """Expert-selection frequency per pool (paper Fig. 5) and cos(q_v, q_t) on complete samples (Fig. 4b).
 
         ``stats`` is ``model.routing_stats()``: ``selection`` maps a site to counts of shape (T, 2 [A, B], 2 [v, t],
-        E) (or a flat count vector); ``query_cos`` maps a query site to its mean cosine, or ``cos`` holds
-        per-sample values. Frequencies of the A-factor selections per task's pool are shown: one heatmap row per
-        (site, modality), one column per (task, expert), and a histogram per modality averaged over sites.
+        E); ``query_cos`` maps a query site to its mean cosine over complete samples. Frequencies of the A-factor
+        selections per task's pool are shown: one heatmap row per (site, modality), one column per (task,
+        expert), and a histogram per modality averaged over sites; the histogram of cosines is over sites.
         """
         if not stats:
             return
@@ -132,19 +132,15 @@ class TBLogger:
         if rows:
             freq = np.stack([r / max(r.sum(), 1e-12) for r in rows])  # (pools, T * E)
             self.writer.add_image("routing/expert_frequency", render_heatmap(freq), step, dataformats="HWC")
-            for mod in ("vision", "text", "shared"):
+            for mod in ("vision", "text"):
                 picked = [f for m, f in zip(modality, freq) if m == mod]
                 if picked:
                     self._expert_histogram(f"routing/expert_frequency_{mod}", np.mean(picked, axis=0), step)
-        values = None
-        if stats.get("cos") is not None:
-            values = np.asarray(_numpy(stats["cos"]), dtype=np.float64).reshape(-1)
-        elif stats.get("query_cos"):
-            per_site = stats["query_cos"]
-            for site, value in per_site.items():
-                self.writer.add_scalar(f"routing/cos_qv_qt/{site}", float(value), step)
-            values = np.asarray([float(v) for v in per_site.values()], dtype=np.float64)
-        if values is not None and values.size:
+        per_site = stats.get("query_cos") or {}
+        for site, value in per_site.items():
+            self.writer.add_scalar(f"routing/cos_qv_qt/{site}", float(value), step)
+        values = np.asarray([float(v) for v in per_site.values()], dtype=np.float64)  # (sites,)
+        if values.size:
             self.writer.add_histogram("routing/cos_qv_qt_complete", values, step, bins=np.linspace(-1, 1, 41))
 
     def _expert_histogram(self, tag: str, freq: np.ndarray, step: int) -> None:
@@ -228,27 +224,14 @@ def _domain(summary_v2, spec: Any):
 def _selection_rows(selection: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str]]:
     rows, modality = [], []
     for site in sorted(selection):
-        counts = np.asarray(_numpy(selection[site]), dtype=np.float64)
-        if counts.ndim == 4:  # (T, 2 [A, B], 2 [v, t], E): A-factor picks of each task's pool
-            for m, name in enumerate(("vision", "text")):
-                rows.append(counts[:, 0, m, :].reshape(-1))
-                modality.append(name)
-        else:
-            rows.append(counts.reshape(-1))
-            modality.append(_modality(site))
+        counts = np.asarray(_numpy(selection[site]), dtype=np.float64)  # (T, 2 [A, B], 2 [v, t], E)
+        for m, name in enumerate(("vision", "text")):
+            rows.append(counts[:, 0, m, :].reshape(-1))  # (T * E,): A-factor picks of each task's pool
+            modality.append(name)
     width = {len(r) for r in rows}
     if len(width) > 1:  # pools of different sizes cannot share one heatmap
         return [], []
     return rows, modality
-
-
-def _modality(pool_name: str) -> str:
-    parts = pool_name.replace("/", ".").split(".")
-    if any(p in ("v", "vision", "image") for p in parts):
-        return "vision"
-    if any(p in ("t", "text") for p in parts):
-        return "text"
-    return "shared"
 
 
 def _numpy(value: Any) -> np.ndarray:
