@@ -1,3 +1,4 @@
+# Over 450 lines: the documented run-config schema plus the loading helpers run and sweep specs share.
 """Typed, frozen, validated run configuration.
 
 A run config has the sections model, data, train, loss, eval, debug and a top-level seed. It is loaded from
