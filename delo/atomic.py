@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the same folder, fsync, then ``os.replace`` over the target.
 
-Shared caches, checkpoints, results and sweep bookkeeping all go through here, so a crash or a concurrent
+The project's one text, JSON and YAML writer. Shared caches, checkpoints, results, reports and sweep
+bookkeeping all go through here, so a crash or a concurrent
 writer never leaves a half-written file where a reader looks: readers see the old file or the new one.
 """
 
@@ -31,3 +32,21 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
+
+
+def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1, sort_keys: bool = True, **dumps) -> None:
+    """``data`` as JSON and a final newline; ``dumps`` go to ``json.dumps`` (``default=str`` unless given, so
+    paths and the like become strings; ``default=None`` makes them an error)."""
+    import json
+
+    dumps.setdefault("default", str)
+    atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys, **dumps) + "\n")
+
+
+def atomic_write_yaml(path: str | Path, data: Any, *, sort_keys: bool = True) -> None:
+    """``data`` as YAML; a JSON round trip first turns paths, numpy scalars and the like into plain values."""
+    import json
+
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=sort_keys))

@@ -33,14 +33,21 @@ import torch
 
 from delo.config import LossConfig, ModelConfig
 
-TINY_DIMS = {
-    "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
-    "image_size": 64, "patch_size": 16, "max_position_embeddings": 40, "vocab_size": 1000,
-}  # fmt: skip
 VILT_B32_DIMS = {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
     "image_size": 384, "patch_size": 32, "max_position_embeddings": 40, "vocab_size": 30522,
 }  # fmt: skip
+
+
+def _tiny_dims() -> dict[str, int]:
+    """The shipped ``tiny`` backbone's dimensions, read from its config.json (a copy here once drifted)."""
+    from delo.backbone import TINY_DIR
+
+    config = json.loads((TINY_DIR / "config.json").read_text())
+    return {key: config[key] for key in VILT_B32_DIMS}
+
+
+TINY_DIMS = _tiny_dims()
 TEXT_LEN = 40
 MISSING_MIX = (0.3, 0.35, 0.35)  # complete, text missing, image missing: eta = 0.7 on both (protocol default)
 
@@ -347,7 +354,7 @@ _QUICK_JOB = "sum(i * i for i in range({iters}))"
 def trial_packing(quick: bool = False) -> dict[str, Any]:
     """Wall time of a small grid run one trial at a time / two at a time (target >= 1.6 on 2 cores).
 
-    Full: the sweep launcher (``delo.tune.launch``, Ray Tune, ``resources: {cpu: 1}``) on a 4-trial grid of the
+    Full: the sweep launcher (``delo.sweep.driver.launch``, Ray Tune, ``resources: {cpu: 1}``) on a 4-trial grid of the
     ``tiny_test`` profile (4 seeds), ``max_concurrent`` 1 vs 2, each in a fresh process. The value is the ratio
     of the grid's wall time, first trial start to last trial end (Tune's timestamps); ``command_wall`` is the
     same ratio over the whole command, which adds the launcher's fixed cost (imports, Ray start and stop,
@@ -409,7 +416,7 @@ def _pack_sweeps(tmp: Path, trials: int) -> dict[str, Any]:
             "max_concurrent": concurrent, "failure": {"max_failures": 0},
         }))  # fmt: skip
         code = (
-            f"import sys; from delo.tune import launch; sys.exit(launch({str(spec)!r}, storage="
+            f"import sys; from delo.sweep.driver import launch; sys.exit(launch({str(spec)!r}, storage="
             f"{str(tmp / 'storage')!r}, dashboard_port=0, num_cpus=2))"
         )
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
@@ -432,7 +439,7 @@ def _pack_sweeps(tmp: Path, trials: int) -> dict[str, Any]:
         "mean_trial_s": {"one_at_a_time": round(statistics.mean(durations[1]), 3),
                          "two_at_a_time": round(statistics.mean(durations[2]), 3)},
         "trials": trials, "load_average": [round(v, 2) for v in os.getloadavg()],
-        "method": "Ray Tune via delo.tune.launch (fresh process each), resources {cpu: 1}, max_concurrent 1 vs 2, "
+        "method": "Ray Tune via delo.sweep.driver.launch (fresh process each), resources {cpu: 1}, max_concurrent 1 vs 2, "
                   "grid = tiny_test profile x 4 seeds",
     }  # fmt: skip
 

@@ -1,3 +1,4 @@
+# Over 450 lines: the documented run-config schema plus the loading helpers run and sweep specs share.
 """Typed, frozen, validated run configuration.
 
 A run config has the sections model, data, train, loss, eval, debug and a top-level seed. It is loaded from
@@ -11,9 +12,11 @@ Names follow the paper (method.md §11): ``model.E``, ``model.r``, ``model.alpha
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,6 +242,9 @@ class RunConfig(_Section):
 # Loading, overrides, error formatting
 
 
+# Schema walking (the run config's and the sweep spec's)
+
+
 def _schema_keys(model: type[BaseModel], prefix: str = "") -> dict[str, type[BaseModel] | None]:
     """Every valid dotted key -> its section class (None for leaves)."""
     keys: dict[str, type[BaseModel] | None] = {}
@@ -258,6 +264,42 @@ def _section_class(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def annotation_leaves(annotation: Any) -> list[Any]:
+    """The leaves of a type annotation: union members, Literal values, Annotated's type, a plain class."""
+    if getattr(annotation, "__metadata__", None) is not None:  # Annotated[X, ...]
+        return annotation_leaves(annotation.__origin__)
+    if isinstance(annotation, type):
+        return [annotation]
+    args = getattr(annotation, "__args__", ())
+    return [leaf for a in args for leaf in annotation_leaves(a)] if args else [annotation]
+
+
+def fields_at(model: type[BaseModel], loc: tuple | list) -> list[str]:
+    """The field names of the model found at a pydantic error location under ``model`` ([] when none is).
+
+    A ``dict[str, X]`` field takes the next step as its key; a discriminated union of models (on ``type``)
+    takes the next step as its tag, as pydantic's locations do."""
+    parts = [str(p) for p in loc]
+    while parts:
+        info = model.model_fields.get(parts.pop(0))
+        if info is None:
+            return []
+        annotation = info.annotation
+        if getattr(annotation, "__origin__", None) is dict:
+            if not parts:
+                return []
+            parts.pop(0)
+            annotation = annotation.__args__[1]
+        members = [m for m in annotation_leaves(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(members) > 1 and parts:
+            tag = parts.pop(0)
+            members = [m for m in members if tag in annotation_leaves(m.model_fields["type"].annotation)]
+        if not members:
+            return []
+        model = members[0]
+    return list(model.model_fields)
+
+
 VALID_KEYS = _schema_keys(RunConfig)
 
 
@@ -273,32 +315,88 @@ def _unknown_key_message(dotted: str) -> str:
     return f"{dotted}: unknown key{hint}"
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+# ----------------------------------------------------------------------------------------------------------
+# Error formatting
+
+
+def format_validation_error(
+    err: ValidationError,
+    title: str,
+    unknown: Callable[[tuple, str], str],
+    *,
+    name_cross_field: bool = False,
+) -> str:
+    """One ConfigError text for every problem pydantic found: ``title``, then a line per error.
+
+    ``unknown(loc, dotted)`` words an unknown key (with its "did you mean"). A cross-field check (its input is
+    the whole section) names its keys itself; ``name_cross_field`` still prefixes its location."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         if e["type"] == "extra_forbidden":
-            lines.append(_unknown_key_message(loc))
+            lines.append(unknown(e["loc"], loc))
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        if isinstance(e.get("input"), dict):  # a cross-field check: its message names the keys itself
-            lines.append(msg)
+        if not isinstance(e.get("input"), dict):
+            lines.append(f"{loc or '(top level)'}: {msg} (got {e.get('input')!r})")
+        elif name_cross_field:
+            lines.append(f"{loc or '(top level)'}: {msg}")
         else:
-            lines.append(f"{loc}: {msg} (got {e.get('input')!r})")
+            lines.append(msg)
+    return f"{title}:\n  " + "\n  ".join(lines)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
     where = f" in {source}" if source else ""
-    return f"invalid run config{where}:\n  " + "\n  ".join(lines)
+    return format_validation_error(err, f"invalid run config{where}", lambda _, dotted: _unknown_key_message(dotted))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------------------------------
+# YAML and key=value
+
+
+def read_yaml_mapping(
+    path: str | Path,
+    what: str = "config file",
+    shape: str = "top level must be a mapping of sections",
+    *,
+    empty_ok: bool = True,
+) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; ConfigError naming the file when it is absent, malformed or not a
+    mapping (``shape`` says what it should be). An empty file is {} when ``empty_ok``."""
+    path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: {shape}, got {type(data).__name__}")
     return data
+
+
+def read_yaml_or_none(path: str | Path) -> Any:
+    """A YAML file's content, or None when it is absent or unreadable (bookkeeping files a crash may cut)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def split_assignment(text: str, what: str = "override", form: str = "section.key=value") -> tuple[str, Any]:
+    """``key=value`` -> (key, value read as YAML, so 1e-4, [1, 2] and null work; unparsable text stays a string).
+    Without '=': ConfigError "<what> 'text' must look like <form>"."""
+    if "=" not in text:
+        raise ConfigError(f"{what} {text!r} must look like {form}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
 
 
 def read_with_extends(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -306,7 +404,7 @@ def read_with_extends(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[st
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"{path}: 'extends' cycle through {', '.join(map(str, _seen))}")
-    data = _read_yaml(path)
+    data = read_yaml_mapping(path)
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -328,15 +426,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (so 1e-4, [1, 2], null work)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
+    key, value = split_assignment(text)
     check_key(key)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
     return key, value
 
 
@@ -350,6 +441,32 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     else:
         out[head] = value
     return out
+
+
+def key_problem(dotted: str) -> str:
+    """The :func:`check_key` message for ``dotted``, or "" when it is a run-config key."""
+    try:
+        check_key(dotted)
+    except ConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with every dotted override set (``data`` is left as it is)."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        out = set_dotted(out, key, value)
+    return out
+
+
+def build_or_collect(data: dict[str, Any], what: str, errors: list[str]) -> RunConfig | None:
+    """:func:`build_config`, appending its message to ``errors`` instead of raising (None then)."""
+    try:
+        return build_config(data, what)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return None
 
 
 def build_config(data: dict[str, Any], source: str = "") -> RunConfig:

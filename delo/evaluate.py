@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from delo import metrics
+from delo.metric_keys import AP_SEEN, FINAL_AP_ORACLE, FINAL_KEYS
 from delo.model.delo import Prediction
 from delo.runtime import autocast, move_batch
 
@@ -122,7 +123,7 @@ class ResultBook:
         """Report keys after task j (ray-tune.md §4), optionally prefixed (``test_``)."""
         R = self.data["matrix"]
         out = {
-            "ap_seen": metrics.seen_average(R, j),
+            AP_SEEN: metrics.seen_average(R, j),
             "acc_new": R[j][j],
             "fg_seen": metrics.seen_forgetting(R, j),
             "bwt_seen": metrics.seen_bwt(R, j),
@@ -137,8 +138,9 @@ class ResultBook:
     def final_metrics(self, prefix: str = "") -> dict[str, float]:
         """The keys of the last report only."""
         s = metrics.summarize(self.data["matrix"])
-        out = {f"final_{k}": v for k, v in s.items()}
-        out["final_ap_oracle"] = metrics.average_performance(self.data["matrix_oracle"])
+        out = {f"final_{k}": v for k, v in s.items()}  # final_ap, final_fg, final_last, final_bwt
+        out[FINAL_AP_ORACLE] = metrics.average_performance(self.data["matrix_oracle"])
+        assert tuple(out) == FINAL_KEYS, f"final keys {tuple(out)} differ from delo.metric_keys.FINAL_KEYS"
         return {prefix + k: v for k, v in out.items()}
 
     def summary(self) -> dict[str, Any]:

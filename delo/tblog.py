@@ -24,10 +24,7 @@ from typing import Any
 
 import numpy as np
 
-SELECTION_KEYS = ("ap_seen", "acc_new", "fg_seen", "bwt_seen", "key_acc")
-FINAL_KEYS = ("final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle")
-KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
-"""Task-key accuracy on one missing type, reported per task next to ``key_acc``."""
+from delo.metric_keys import FINAL_KEYS, KEY_ACC_BY_MISSING, SELECTION_KEYS, TASK, TEST_PREFIX, test_key
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -51,8 +48,8 @@ def metric_tag(key: str) -> str:
     ``ap_seen_oracle`` -> ``oracle/ap_seen``, ``train_loss`` -> ``train/loss``, ``task_time_s`` -> ``time/task_s``."""
     if key.endswith("_time_s"):
         return "time/" + key.removesuffix("_time_s") + "_s"
-    if key.startswith("test_"):
-        return "test/" + key.removeprefix("test_")
+    if key.startswith(TEST_PREFIX):
+        return "test/" + key.removeprefix(TEST_PREFIX)
     if key.startswith("train_"):
         return "train/" + key.removeprefix("train_")
     if key.endswith("_oracle"):
@@ -65,7 +62,7 @@ def metric_tags(test: bool = False) -> list[str]:
     keys = [*FINAL_KEYS, *SELECTION_KEYS, *KEY_ACC_BY_MISSING, "ap_seen_oracle"]
     tags = [metric_tag(k) for k in keys]
     if test:
-        tags += [metric_tag("test_" + k) for k in keys]
+        tags += [metric_tag(test_key(k)) for k in keys]
     return tags
 
 
@@ -103,7 +100,7 @@ class TBLogger:
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
         """Every finite number of a report dict, tagged by :func:`metric_tag` (``task`` itself is the step)."""
         for key, value in metrics.items():
-            if key == "task" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key == TASK or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(value):
                 self.writer.add_scalar(metric_tag(key), float(value), step)
@@ -125,9 +122,9 @@ class TBLogger:
         """Expert-selection frequency per pool (paper Fig. 5) and cos(q_v, q_t) on complete samples (Fig. 4b).
 
         ``stats`` is ``model.routing_stats()``: ``selection`` maps a site to counts of shape (T, 2 [A, B], 2 [v, t],
-        E) (or a flat count vector); ``query_cos`` maps a query site to its mean cosine, or ``cos`` holds
-        per-sample values. Frequencies of the A-factor selections per task's pool are shown: one heatmap row per
-        (site, modality), one column per (task, expert), and a histogram per modality averaged over sites.
+        E); ``query_cos`` maps a query site to its mean cosine over complete samples. Frequencies of the A-factor
+        selections per task's pool are shown: one heatmap row per (site, modality), one column per (task,
+        expert), and a histogram per modality averaged over sites; the histogram of cosines is over sites.
         """
         if not stats:
             return
@@ -135,19 +132,15 @@ class TBLogger:
         if rows:
             freq = np.stack([r / max(r.sum(), 1e-12) for r in rows])  # (pools, T * E)
             self.writer.add_image("routing/expert_frequency", render_heatmap(freq), step, dataformats="HWC")
-            for mod in ("vision", "text", "shared"):
+            for mod in ("vision", "text"):
                 picked = [f for m, f in zip(modality, freq) if m == mod]
                 if picked:
                     self._expert_histogram(f"routing/expert_frequency_{mod}", np.mean(picked, axis=0), step)
-        values = None
-        if stats.get("cos") is not None:
-            values = np.asarray(_numpy(stats["cos"]), dtype=np.float64).reshape(-1)
-        elif stats.get("query_cos"):
-            per_site = stats["query_cos"]
-            for site, value in per_site.items():
-                self.writer.add_scalar(f"routing/cos_qv_qt/{site}", float(value), step)
-            values = np.asarray([float(v) for v in per_site.values()], dtype=np.float64)
-        if values is not None and values.size:
+        per_site = stats.get("query_cos") or {}
+        for site, value in per_site.items():
+            self.writer.add_scalar(f"routing/cos_qv_qt/{site}", float(value), step)
+        values = np.asarray([float(v) for v in per_site.values()], dtype=np.float64)  # (sites,)
+        if values.size:
             self.writer.add_histogram("routing/cos_qv_qt_complete", values, step, bins=np.linspace(-1, 1, 41))
 
     def _expert_histogram(self, tag: str, freq: np.ndarray, step: int) -> None:
@@ -231,27 +224,14 @@ def _domain(summary_v2, spec: Any):
 def _selection_rows(selection: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str]]:
     rows, modality = [], []
     for site in sorted(selection):
-        counts = np.asarray(_numpy(selection[site]), dtype=np.float64)
-        if counts.ndim == 4:  # (T, 2 [A, B], 2 [v, t], E): A-factor picks of each task's pool
-            for m, name in enumerate(("vision", "text")):
-                rows.append(counts[:, 0, m, :].reshape(-1))
-                modality.append(name)
-        else:
-            rows.append(counts.reshape(-1))
-            modality.append(_modality(site))
+        counts = np.asarray(_numpy(selection[site]), dtype=np.float64)  # (T, 2 [A, B], 2 [v, t], E)
+        for m, name in enumerate(("vision", "text")):
+            rows.append(counts[:, 0, m, :].reshape(-1))  # (T * E,): A-factor picks of each task's pool
+            modality.append(name)
     width = {len(r) for r in rows}
     if len(width) > 1:  # pools of different sizes cannot share one heatmap
         return [], []
     return rows, modality
-
-
-def _modality(pool_name: str) -> str:
-    parts = pool_name.replace("/", ".").split(".")
-    if any(p in ("v", "vision", "image") for p in parts):
-        return "vision"
-    if any(p in ("t", "text") for p in parts):
-        return "text"
-    return "shared"
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -289,7 +269,7 @@ def render_matrix(R: list[list[float | None]], title: str = "", cell: int = 56) 
                 draw.rectangle(box, fill=(200, 200, 200))
                 draw.text((x0 + 12, y0 + cell // 2 - 6), "n/a", fill="black", font=font)
                 continue
-            draw.rectangle(box, fill=_colour(value / 100.0))
+            draw.rectangle(box, fill=colour_ramp(value / 100.0))
             draw.text((x0 + 6, y0 + cell // 2 - 6), f"{value:.1f}", fill="black", font=font)
     return np.asarray(img, dtype=np.uint8)
 
@@ -302,11 +282,11 @@ def render_heatmap(freq: np.ndarray, cell: int = 10) -> np.ndarray:
     img = np.zeros((rows * cell, cols * cell, 3), dtype=np.uint8)
     for r in range(rows):
         for c in range(cols):
-            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = _colour(float(scaled[r, c]))
+            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = colour_ramp(float(scaled[r, c]))
     return img
 
 
-def _colour(x: float) -> tuple[int, int, int]:
+def colour_ramp(x: float) -> tuple[int, int, int]:
     """White (0) to blue (1)."""
     x = min(max(x, 0.0), 1.0)
     return (int(255 - 200 * x), int(255 - 140 * x), 255)

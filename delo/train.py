@@ -15,7 +15,6 @@ of an uninterrupted run: every phase that consumes the global torch RNG starts f
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -26,9 +25,10 @@ from typing import Any
 import torch
 
 from delo import checkpoint, runtime
-from delo.atomic import atomic_write_text
-from delo.config import ConfigError, RunConfig
-from delo.evaluate import ResultBook, evaluate_task, format_summary
+from delo.atomic import atomic_write_json
+from delo.config import RunConfig
+from delo.evaluate import ResultBook, evaluate_task
+from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
 LOSS_PARTS = ("total", "cls", "align", "con")
@@ -259,14 +259,14 @@ class _Run:
 
     def report(self, j: int, losses: dict[str, float], times: dict[str, float]) -> dict[str, Any]:
         book = self.books[self.splits[0]]
-        metrics = {"task": j + 1, **book.task_metrics(j), **times,
+        metrics = {TASK: j + 1, **book.task_metrics(j), **times,
                    **{k: v for k, v in losses.items() if k != "train_steps"}}
         if self.cfg.eval.test:
             metrics.update(self.books["test"].task_metrics(j, prefix="test_"))
         if j == self.T - 1:
             metrics.update(book.final_metrics())
             if self.cfg.eval.test:
-                metrics.update(self.books["test"].final_metrics(prefix="test_"))
+                metrics.update(self.books["test"].final_metrics(prefix=TEST_PREFIX))
         return metrics
 
     def save(self, j: int) -> None:
@@ -330,7 +330,7 @@ def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | 
             _log_task(tb, run, k, metrics, stats)
             if k == run.T - 1:
                 result = _finish(run, out_dir)
-                tb.session_end({key: v for key, v in metrics.items() if "final_" in key}, step=k + 1)
+                tb.session_end({key: v for key, v in metrics.items() if is_final(key)}, step=k + 1)
             tb.flush()
             if on_task_end is not None:
                 on_task_end(dict(metrics), run.ckpt_dir)
@@ -348,7 +348,7 @@ def _finish(run: _Run, out_dir: Path) -> dict[str, Any]:
 
 
 def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
-    tb.scalars({key: v for key, v in metrics.items() if "final_" not in key}, step=k + 1)
+    tb.scalars({key: v for key, v in metrics.items() if not is_final(key)}, step=k + 1)
     for split, book in run.books.items():
         prefix = "test" if split == "test" and split != run.splits[0] else "val"
         tb.matrix(f"{prefix}/result_matrix", book.data["matrix"][: k + 1], k + 1, title=f"{split} after task {k + 1}")
@@ -373,36 +373,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+    atomic_write_json(path, _json_safe(data), indent=2, sort_keys=False, allow_nan=False, default=None)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Command line (launch/train.py)
-
-
-def default_out_dir() -> Path:
-    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-def cli(config_path: str | None, overrides: list[str], out_dir: str | None) -> int:
-    """Validate config, backbone and data before any training (exit 2 with a message), then run and summarise.
-
-    Without ``config_path`` the embedded default profile (``sweeps/profiles/synthetic.yaml``) is used."""
-    from delo.config import DEFAULT_PROFILE, load_config
-
-    try:
-        cfg = load_config(config_path or DEFAULT_PROFILE, overrides)
-        from delo.backbone import check_backbone_available
-        from delo.data import prepare_data
-
-        check_backbone_available(cfg.model.backbone)
-        prepare_data(cfg)
-        out = Path(out_dir) if out_dir else default_out_dir()
-        print(f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)", file=sys.stderr)
-        result = run_continual(cfg, out, progress=True)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(result))
-    print(f"\nwrote {out / 'result.json'}")
-    return 0

@@ -1,46 +1,11 @@
-"""Measure the performance figures (issue 7) and write them as JSON: python launch/bench.py [--quick] --out FILE.json.
+"""Measure the performance figures as JSON (see delo.cli.bench): python launch/bench.py [--quick] --out FILE.json.
 
-Every time figure is a ratio of two workloads interleaved in one process (medians of several repeats), so a
-machine shared with other jobs slows both sides alike. --quick shrinks repeats and sizes (under a minute on 2
-cores; the test suite runs it); the full run takes a few minutes. See delo/bench.py for what each figure is.
-Exit status: 0 done, 1 some figure failed (its entry holds the error; the others are written), 2 bad --only.
+A shim kept for the README's commands; the installed console script is `delo-bench`.
 """
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (a smoke run)")
-    parser.add_argument("--out", required=True, help="JSON file to write")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads for the ratio figures (default 1)"
-    )
-    parser.add_argument(
-        "--only", action="append", metavar="FIGURE", help="measure only this figure (repeatable)"
-    )
-    args = parser.parse_args(argv)
-
-    from delo.bench import run_all
-
-    try:
-        result = run_all(args.quick, args.threads, args.only, log=lambda line: print(line, file=sys.stderr))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
-    failed = [name for name, figure in result.items() if isinstance(figure, dict) and "error" in figure]
-    if failed:
-        print(f"error: figures failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
-
+from delo.cli import bench as main
 
 if __name__ == "__main__":
     sys.exit(main())

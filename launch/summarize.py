@@ -1,25 +1,11 @@
-"""Rebuild a sweep's results.csv, results.md and plots from its folder: python launch/summarize.py SWEEP_DIR."""
+"""Rebuild a sweep's results.csv, results.md and plots from its folder (see delo.cli.summarize): python launch/summarize.py SWEEP_DIR.
 
-import argparse
+A shim kept for the README's commands; the installed console script is `delo-summarize`.
+"""
+
 import sys
-from pathlib import Path
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("sweep_dir", help="the experiment folder, e.g. sweep_results/rank_factor")
-    args = p.parse_args(argv)
-    folder = Path(args.sweep_dir)
-    if not folder.is_dir():
-        print(f"error: {folder}: no such sweep folder", file=sys.stderr)
-        return 2
-
-    from delo.report import write_report
-
-    for path in write_report(folder):
-        print(path)
-    return 0
-
+from delo.cli import summarize as main
 
 if __name__ == "__main__":
     sys.exit(main())

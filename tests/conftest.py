@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import fakes as _fakes
 import pytest
 
 # Set before anything imports transformers or Ray, and inherited by every subprocess a test starts.
@@ -38,3 +39,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return Path(os.environ["DELO_CACHE"])
+
+
+@pytest.fixture
+def fakes():
+    """tests/fakes.py: the fake runner and the spec writer (test modules cannot import a conftest by name)."""
+    import types
+
+    return types.SimpleNamespace(
+        fake_run=_fakes.fake_run,
+        slow_fake_run=_fakes.slow_fake_run,
+        write_spec=_fakes.write_spec,
+        fake_score=_fakes.fake_score,
+        path=Path(_fakes.__file__),
+    )

@@ -19,7 +19,7 @@ from delo.data.mmimdb import read_mmimdb
 from delo.data.records import SPLITS, Benchmark, DataError, RawRecord, Sample, SessionPlan, stable_digest
 
 # (classes per session, sessions) of the built-in multi-class orders: consecutive blocks of class_idx.json
-_BLOCKS = {"food101": (10, 10), "synthetic-mc": (synthetic.MC_PER_SESSION, synthetic.MC_SESSIONS)}
+_BLOCKS = {"food101": sessions.FOOD101_BLOCKS, "synthetic-mc": (synthetic.MC_PER_SESSION, synthetic.MC_SESSIONS)}
 
 
 @dataclass

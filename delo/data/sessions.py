@@ -23,6 +23,21 @@ MMIMDB_SESSIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+FOOD101_BLOCKS = (10, 10)
+"""UPMC-Food101's built-in order: (classes per session, sessions), consecutive blocks of its class order."""
+
+
+def num_sessions(name: str, synthetic_kind: str = "mc") -> int:
+    """Sessions of a dataset's built-in order: a run's T when ``data.num_tasks`` is unset (protocol.md §1)."""
+    if name == "food101":
+        return FOOD101_BLOCKS[1]
+    if name == "mmimdb":
+        return len(MMIMDB_SESSIONS)
+    from delo.data import synthetic  # numpy and PIL: only for the synthetic benchmark's constants
+
+    return synthetic.MC_SESSIONS if synthetic_kind == "mc" else synthetic.ML_SESSIONS
+
+
 def blocks(class_order: list[str], per_session: int, num_sessions: int) -> SessionPlan:
     """Session t holds classes t*per_session ... (t+1)*per_session - 1 of ``class_order``; the rest is unused."""
     need = per_session * num_sessions

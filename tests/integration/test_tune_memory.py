@@ -8,8 +8,8 @@ import os
 import pytest
 from ray import tune as ray_tune
 
-from delo import tune as dtune
-from delo.sweep import load_sweep
+from delo.sweep.driver import build_tuner
+from delo.sweep.spec import load_sweep
 
 SPEC = """name: long_grid
 grid:
@@ -37,10 +37,9 @@ class RssProbe(ray_tune.Callback):
 def test_driver_memory_flat_over_a_long_grid(ray_session, fakes, tmp_path):
     sweep = load_sweep(fakes.write_spec(tmp_path, SPEC), ["data.num_tasks=2"], storage=tmp_path / "out")
     assert len(sweep.trials) == 24
-    tuner = dtune.build_tuner(sweep, run_fn=functools.partial(fakes.fake_run, task_seconds=0.0),
-                              progress_interval_s=1e9)
     probe = RssProbe()
-    tuner._local_tuner.get_run_config().callbacks.append(probe)
+    tuner = build_tuner(sweep, run_fn=functools.partial(fakes.fake_run, task_seconds=0.0),
+                        progress_interval_s=1e9, callbacks=[probe])
     grid = tuner.fit()
     assert len(grid) == 24 and not grid.errors
     s = probe.samples

@@ -24,13 +24,13 @@ max_concurrent: 2
 
 DRIVER = """
 import importlib.util, sys
-spec = importlib.util.spec_from_file_location("delo_tune_fakes", {conftest!r})
+spec = importlib.util.spec_from_file_location("delo_tune_fakes", {fakes_path!r})
 fakes = importlib.util.module_from_spec(spec)
 sys.modules["delo_tune_fakes"] = fakes
 spec.loader.exec_module(fakes)
 import ray
 ray.cloudpickle.register_pickle_by_value(fakes)
-from delo.tune import launch
+from delo.sweep.driver import launch
 sys.exit(launch({spec!r}, address={address!r}, storage={storage!r}, resume="--resume" in sys.argv,
                 run_fn=fakes.slow_fake_run, check_inputs=False, progress_interval_s=2))
 """
@@ -39,7 +39,7 @@ sys.exit(launch({spec!r}, address={address!r}, storage={storage!r}, resume="--re
 def _driver(tmp_path, fakes, address) -> Path:
     spec = fakes.write_spec(tmp_path, SPEC)
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(conftest=str(fakes.path), spec=str(spec), address=address,
+    script.write_text(DRIVER.format(fakes_path=str(fakes.path), spec=str(spec), address=address,
                                     storage=str(tmp_path / "out")))
     return script
 

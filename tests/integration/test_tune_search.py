@@ -5,9 +5,11 @@ trial is a completed one, and the report lists both."""
 import yaml
 from optuna.trial import TrialState
 
-from delo import tune as dtune
-from delo.report import best_trial, collect
-from delo.sweep import load_sweep, save_spec
+from delo.sweep.driver import build_tuner, finish
+from delo.sweep.experiment import save_spec
+from delo.sweep.records import best_trial, collect
+from delo.sweep.searcher import make_searcher
+from delo.sweep.spec import load_sweep
 
 SPEC = """name: tiny_search
 table: search
@@ -27,7 +29,8 @@ max_concurrent: 2
 def test_search_prunes_and_picks_a_completed_best(ray_session, fakes, tmp_path):
     sweep = load_sweep(fakes.write_spec(tmp_path, SPEC), storage=tmp_path / "out")
     save_spec(sweep)
-    tuner = dtune.build_tuner(sweep, run_fn=fakes.fake_run)
+    searcher = make_searcher(sweep)
+    tuner = build_tuner(sweep, run_fn=fakes.fake_run, searcher=searcher)
     grid = tuner.fit()
     assert len(grid) == 6 and not grid.errors
     points = [(r.config["model.E"], r.config["model.r"], r.config["loss.lambda1"]) for r in grid]
@@ -41,13 +44,12 @@ def test_search_prunes_and_picks_a_completed_best(ray_session, fakes, tmp_path):
     best = grid.get_best_result("final_ap", "max")
     assert best.metrics["final_ap"] == max(r.metrics["final_ap"] for r in finished)
 
-    searcher = tuner._local_tuner._tune_config.search_alg
-    states = [t.state for t in searcher._ot_study.get_trials(deepcopy=False)]
+    states = [t.state for t in searcher.study.get_trials(deepcopy=False)]
     assert states.count(TrialState.PRUNED) == len(stopped)
     assert states.count(TrialState.COMPLETE) == len(finished)
-    assert searcher._ot_study.best_value == best.metrics["final_ap"]
+    assert searcher.study.best_value == best.metrics["final_ap"]
 
-    assert dtune.finish(sweep) == 0
+    assert finish(sweep) == 0
     status = yaml.safe_load((sweep.experiment_dir / "trial_status.yaml").read_text())["trials"]
     assert sorted(s["status"] for s in status.values()) == sorted(["COMPLETED"] * len(finished) + ["STOPPED"] * len(stopped))
     records = collect(sweep.experiment_dir)

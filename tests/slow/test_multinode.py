@@ -45,8 +45,8 @@ def test_half_gpu_trials_run_two_per_node(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from delo import tune as dtune
-    from delo.sweep import load_sweep
+    from delo.sweep.driver import build_tuner
+    from delo.sweep.spec import load_sweep
 
     if ray.is_initialized():  # the integration tests' shared Ray; their fixture restarts it when needed
         ray.shutdown()
@@ -60,7 +60,7 @@ def test_half_gpu_trials_run_two_per_node(tmp_path):
         profile = Path(__file__).resolve().parents[2] / "sweeps" / "profiles" / "tiny_test.yaml"
         spec.write_text(f"base: {{file: {profile}}}\n" + SPEC)
         sweep = load_sweep(spec, storage=tmp_path / "shared")
-        grid = dtune.build_tuner(sweep, run_fn=placed_run, progress_interval_s=1e9).fit()
+        grid = build_tuner(sweep, run_fn=placed_run, progress_interval_s=1e9).fit()
         assert len(grid) == 4 and not grid.errors
         where = [json.loads(p.read_text()) for p in (tmp_path / "shared" / "multinode").glob("*/*/where.json")]
         assert len(where) == 4

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from delo.config import ConfigError
-from delo.sweep import load_sweep
+from delo.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 

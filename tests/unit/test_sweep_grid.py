@@ -1,4 +1,4 @@
-"""Grid expansion: Tune's own expansion (generate_variants, offline) matches the spec's trials, seeds included."""
+"""Grid expansion: the spec's trials (counts, seeds, distinct configs), their one Tune form and folder names."""
 
 from pathlib import Path
 
@@ -6,56 +6,69 @@ import pytest
 from ray.tune.search.variant_generator import generate_variants
 
 from delo.config import VALID_KEYS
-from delo.sweep import load_sweep, trial_dirname, trial_label, trial_overrides, trial_run_config
-from delo.tune import dry_run_text, param_space
+from delo.sweep.driver import param_space
+from delo.sweep.experiment import trial_dirname
+from delo.sweep.grid import TRIAL_KEY, trial_of
+from delo.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"rank_factor": 18, "components": 12, "losses": 12, "missing": 15, "smoke": 2}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_tune_expansion_matches_spec(name):
+def test_tune_runs_the_validated_trials_in_order(name):
     sweep = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
-    variants = [cfg for _, cfg in generate_variants(param_space(sweep))]
-    assert len(variants) == len(sweep.trials) == EXPECTED[name]
-    tune_set = sorted((trial_label(c), c["seed"], sorted(trial_overrides(c).items())) for c in variants)
-    spec_set = sorted((t.label, t.seed, sorted(t.overrides.items())) for t in sweep.trials)
-    assert tune_set == spec_set
-    hashes = {trial_run_config(sweep.base, c).hash() for c in variants}
+    assert len(sweep.trials) == EXPECTED[name]
+    # Tune's own expansion (offline) hands every trial back unchanged, in the spec's order (= trial ids).
+    variants = [trial_of(cfg) for _, cfg in generate_variants(param_space(sweep))]
+    assert variants == sweep.trials
+    hashes = {t.run_config(sweep.base).hash() for t in variants}
     assert len(hashes) == len(variants)  # every trial runs a distinct config
-    assert "MISMATCH" not in dry_run_text(sweep)
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2], [3, 7, 11, 19]])
 def test_seeds_multiply_the_grid(seeds):
     sweep = load_sweep(ROOT / "sweeps/components.yaml", [f"grid.seeds={seeds}"])
-    variants = [cfg for _, cfg in generate_variants(param_space(sweep))]
-    assert len(variants) == 4 * len(seeds)
-    assert sorted(c["seed"] for c in variants) == sorted(seeds * 4)
+    assert len(sweep.trials) == 4 * len(seeds)
+    assert sorted(t.seed for t in sweep.trials) == sorted(seeds * 4)
+    assert all(t.overrides["seed"] == t.seed for t in sweep.trials)
 
 
 def test_trial_config_is_typed_and_has_the_overrides():
     sweep = load_sweep(ROOT / "sweeps/missing.yaml")
-    config = next(c for _, c in generate_variants(param_space(sweep))
-                  if c["axes"]["data.missing.eta"]["set"]["data.missing.eta"] == 0.3
-                  and c["axes"]["data.missing.type"]["set"]["data.missing.type"] == "image")
-    cfg = trial_run_config(sweep.base, config)
-    assert (cfg.data.missing.eta, cfg.data.missing.type, cfg.seed) == (0.3, "image", 0)
-    assert cfg.model.backbone == "tiny"
+    trial = next(
+        t
+        for t in sweep.trials
+        if t.overrides["data.missing.eta"] == 0.3 and t.overrides["data.missing.type"] == "image"
+    )
+    for cfg in (trial.run_config(sweep.base), trial_of({TRIAL_KEY: trial.to_tune()}).run_config(sweep.base)):
+        assert (cfg.data.missing.eta, cfg.data.missing.type, cfg.seed) == (0.3, "image", 0)
+        assert cfg.model.backbone == "tiny"
 
 
 def test_dirnames_are_short_and_safe():
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml")
-    names = {trial_dirname(c, f"abcde_{i:05d}") for i, (_, c) in enumerate(generate_variants(param_space(sweep)))}
-    assert len(names) == 18
-    assert "E16-r4_s1_abcde_00004" in names or any(n.startswith("E16-r4_s") for n in names)
+    names = [trial_dirname(t.label, t.seed, f"abcde_{i:05d}") for i, t in enumerate(sweep.trials)]
+    assert names[:4] == [
+        "E16-r2_s0_abcde_00000",
+        "E16-r2_s1_abcde_00001",
+        "E16-r2_s2_abcde_00002",
+        "E16-r4_s0_abcde_00003",
+    ]
+    assert len(set(names)) == 18
     assert all(len(n) < 80 and all(ch.isalnum() or ch in "._-" for ch in n) for n in names)
 
 
 def test_search_trial_overrides_keep_run_config_keys_only():
-    config = {"seed": 0, "model.E": 16, "model.r_frac": 0.23, "model.r": 4, "model.one_minus_beta": 0.01,
-              "model.beta": 0.99}
-    over = trial_overrides(config)
-    assert over == {"seed": 0, "model.E": 16, "model.r": 4, "model.beta": 0.99}
-    assert all(k in VALID_KEYS for k in over)
-    assert trial_label(config) == "E16_r4"
+    config = {
+        "seed": 0,
+        "model.E": 16,
+        "model.r_frac": 0.23,
+        "model.r": 4,
+        "model.one_minus_beta": 0.01,
+        "model.beta": 0.99,
+    }
+    trial = trial_of(config)
+    assert trial.overrides == {"seed": 0, "model.E": 16, "model.r": 4, "model.beta": 0.99}
+    assert all(k in VALID_KEYS for k in trial.overrides)
+    assert (trial.label, trial.variant, trial.seed) == ("E16_r4", None, 0)

@@ -8,7 +8,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from delo.report import collect, error_reason, write_report
+from delo.sweep.experiment import error_reason
+from delo.sweep.records import collect
+from delo.sweep.report import write_report
 
 ERROR_TXT = """Failure # 1 (occurred at 2026-01-01_00-00-00)
 ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)
@@ -153,7 +155,7 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
 
 
 def test_confidence_interval_uses_students_t():
-    from delo.report import mean_ci
+    from delo.sweep.records import mean_ci
 
     mean, half = mean_ci([1.0, 2.0, 3.0])  # s = 1, t(0.975, 2) = 4.3027
     assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)

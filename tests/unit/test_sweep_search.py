@@ -7,8 +7,9 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler
 
-from delo.sweep import SearchSpace, asha_rungs, frac_for_r, load_sweep, r_from_frac
-from delo.tune import PrunedAwareOptunaSearch, make_scheduler, make_searcher
+from delo.sweep.search import SearchSpace, asha_rungs, frac_for_r, r_from_frac
+from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher
+from delo.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -49,7 +50,7 @@ def _searcher(T=5, objective="ap_seen"):
 
 
 def _states(s):
-    return {t.number: (t.state, t.value) for t in s._ot_study.get_trials(deepcopy=False)}
+    return {t.number: (t.state, t.value) for t in s.study.get_trials(deepcopy=False)}
 
 
 def test_early_stopped_trial_is_pruned_not_complete():
@@ -67,7 +68,7 @@ def test_early_stopped_trial_is_pruned_not_complete():
     assert states[1] == (TrialState.COMPLETE, 60.0)
     assert states[2][0] == TrialState.FAIL
     assert states[3][0] == TrialState.PRUNED
-    assert s._ot_study.best_trial.number == 1  # the stopped trial's 95 never wins
+    assert s.study.best_trial.number == 1  # the stopped trial's 95 never wins
     s.on_trial_complete("a", {"task": 5, "ap_seen": 99.0})  # a second completion is ignored
     assert _states(s)[0][0] == TrialState.PRUNED
 

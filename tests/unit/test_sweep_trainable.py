@@ -1,31 +1,22 @@
-"""The trainable and the launcher's refusals, without a Ray cluster (fake report/context/checkpoint, fake runner)."""
+"""The trainable and the launcher's refusals, without a Ray cluster (fake report/context/checkpoint, the shared
+fake runner)."""
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from ray import tune as ray_tune
 
-from delo import tune as dtune
-from delo.sweep import load_sweep, save_spec
+from delo.config import ConfigError
+from delo.sweep.driver import launch, start_ray, write_hparams_config
+from delo.sweep.experiment import RUNNER_CHECKPOINTS, save_spec
+from delo.sweep.grid import TRIAL_KEY
+from delo.sweep.spec import load_sweep
+from delo.sweep.trainable import run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def fake_run(cfg, out_dir, on_task_end):
-    """Resumes from out_dir/checkpoints/state.json; reports every task; final_* only in the last."""
-    ckpt = Path(out_dir) / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    start = json.loads((ckpt / "state.json").read_text())["next"] if (ckpt / "state.json").exists() else 0
-    T = cfg.data.num_tasks
-    for k in range(start, T):
-        (ckpt / "state.json").write_text(json.dumps({"next": k + 1, "E": cfg.model.E}))
-        metrics = {"task": k + 1, "ap_seen": 50.0 + k}
-        if k == T - 1:
-            metrics["final_ap"] = 50.0 + k
-        on_task_end(metrics, ckpt)
-    return {}
 
 
 class FakeContext:
@@ -62,34 +53,32 @@ def fake_tune(monkeypatch, tmp_path):
 
 
 def _grid_config(sweep):
-    t = sweep.trials[0]
-    return {"variant": {"name": "", "set": {}}, "axes": {"E_r": {"name": t.label, "set": {
-        k: v for k, v in t.overrides.items() if k != "seed"}}}, "seed": t.seed}
+    return {TRIAL_KEY: sweep.trials[0].to_tune()}
 
 
-def test_trial_reports_each_task_with_checkpoint(fake_tune):
+def test_trial_reports_each_task_with_checkpoint(fake_tune, fakes):
     reports, _, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
-    dtune.run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1},
-                    run_fn=fake_run)
+    run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1},
+                    run_fn=fakes.fake_run)
     assert [m["task"] for m, _ in reports] == [1, 2, 3]
     assert all("ap_seen" in m for m, _ in reports)
     assert ["final_ap" in m for m, _ in reports] == [False, False, True]
     info = json.loads((trial_dir / "trial.json").read_text())
     assert info["label"] == "E=16,r=2" and info["seed"] == 0 and info["config"]["model"]["r"] == 2
     assert info["out_dir"] == trial_dir.name
-    assert json.loads((reports[-1][1] / "state.json").read_text()) == {"next": 3, "E": 16}
+    assert json.loads((reports[-1][1] / "state.json").read_text()) == {"next_task": 3, "runs": 1}
 
 
-def test_trial_resumes_from_tune_checkpoint(fake_tune):
+def test_trial_resumes_from_tune_checkpoint(fake_tune, fakes):
     reports, box, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
     config = _grid_config(sweep)
-    dtune.run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fake_run)
+    run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run)
     # Retry after task 1: Tune hands back the task-1 checkpoint; stale runner files must not win.
     box["checkpoint"] = ray_tune.Checkpoint.from_directory(str(reports[0][1]))
     reports.clear()
-    dtune.run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fake_run)
+    run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run)
     assert [m["task"] for m, _ in reports] == [2, 3]
 
 
@@ -100,14 +89,14 @@ def test_report_without_metric_is_an_error(fake_tune, tmp_path):
         on_task_end({"task": 1, "acc": 1.0}, Path(out_dir))
 
     with pytest.raises(KeyError, match="ap_seen"):
-        dtune.run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(tmp_path), resources={"cpu": 1},
+        run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(tmp_path), resources={"cpu": 1},
                         run_fn=bad_run)
 
 
 def test_launch_bad_spec_exits_2_and_writes_nothing(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text("name: bad\ngrid: {axes: {model.nope: [1]}}\n")
-    assert dtune.launch(spec, storage=str(tmp_path / "out")) == 2
+    assert launch(spec, storage=str(tmp_path / "out")) == 2
     assert "model.nope: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -116,39 +105,37 @@ def test_launch_refuses_existing_experiment_without_resume(tmp_path, capsys):
     sweep = load_sweep(ROOT / "sweeps/smoke.yaml", storage=tmp_path)
     save_spec(sweep)
     before = sorted(p.name for p in sweep.experiment_dir.iterdir())
-    assert dtune.launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path)) == 2
+    assert launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path)) == 2
     assert "Pass --resume" in capsys.readouterr().err
     assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == before
 
 
 def test_launch_resume_of_changed_spec_exits_2_with_diff(tmp_path, capsys):
     save_spec(load_sweep(ROOT / "sweeps/smoke.yaml", storage=tmp_path))
-    code = dtune.launch(ROOT / "sweeps/smoke.yaml", ["grid.seeds=[0,1]"], storage=str(tmp_path), resume=True)
+    code = launch(ROOT / "sweeps/smoke.yaml", ["grid.seeds=[0,1]"], storage=str(tmp_path), resume=True)
     err = capsys.readouterr().err
     assert code == 2 and "--resume refused" in err and "+    - 1" in err
 
 
 def test_launch_resume_without_saved_spec_exits_2(tmp_path, capsys):
-    assert dtune.launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path), resume=True) == 2
+    assert launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path), resume=True) == 2
     assert "no saved spec" in capsys.readouterr().err
 
 
 def test_dry_run_prints_trials(capsys, tmp_path):
-    assert dtune.launch(ROOT / "sweeps/rank_factor.yaml", dry_run=True, storage=str(tmp_path)) == 0
+    assert launch(ROOT / "sweeps/rank_factor.yaml", dry_run=True, storage=str(tmp_path)) == 0
     out = capsys.readouterr().out
-    assert "grid: 18 trials" in out and "Tune expands the param space to 18 trials" in out
+    assert "grid: 18 trials" in out and out.count(" seed=") == 18
     assert not (tmp_path / "rank_factor").exists()
 
 
-def test_busy_dashboard_port_is_reported(monkeypatch):
-    import socket
-
+def test_busy_dashboard_port_is_reported():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(dtune.ConfigError, match=f"port {port} on 127.0.0.1 is busy"):
-            dtune.start_ray(None, port, 1)
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is busy"):
+            start_ray(None, port, 1)
 
 
 def test_hparams_config_lists_every_hparam_and_metric(tmp_path):
@@ -157,8 +144,8 @@ def test_hparams_config_lists_every_hparam_and_metric(tmp_path):
 
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", storage=tmp_path)
     sweep.experiment_dir.mkdir(parents=True)
-    dtune.write_hparams_config(sweep)
-    dtune.write_hparams_config(sweep)  # second call (resume) writes nothing
+    write_hparams_config(sweep)
+    write_hparams_config(sweep)  # second call (resume) writes nothing
     assert len(list(sweep.experiment_dir.glob("events.out.tfevents.*"))) == 1
     acc = EventAccumulator(str(sweep.experiment_dir))
     acc.Reload()
@@ -174,4 +161,4 @@ def test_hparams_config_lists_every_hparam_and_metric(tmp_path):
 def test_runner_checkpoint_folder_name_matches():
     from delo.checkpoint import CHECKPOINT_DIRNAME
 
-    assert dtune.RUNNER_CHECKPOINTS == CHECKPOINT_DIRNAME
+    assert RUNNER_CHECKPOINTS == CHECKPOINT_DIRNAME

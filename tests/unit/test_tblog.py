@@ -102,25 +102,6 @@ def test_run_writer_round_trip(tmp_path):
     assert [p.is_dir() for p in (tmp_path / "tb").iterdir()] == [False]
 
 
-def test_routing_accepts_per_sample_cosines_and_flat_counts(tmp_path):
-    log = tblog.TBLogger(tmp_path, {"seed": 0})
-    log.routing(
-        {
-            "selection": {"l0.v": np.array([1, 2, 3]), "l0.t": np.array([0, 1, 0])},
-            "cos": torch.linspace(-0.5, 0.5, 9),
-        },
-        1,
-    )
-    log.routing({}, 2)
-    log.close()
-    hists = _accumulator(tmp_path).Tags()["histograms"]
-    assert {
-        "routing/cos_qv_qt_complete",
-        "routing/expert_frequency_vision",
-        "routing/expert_frequency_text",
-    } <= set(hists)
-
-
 def test_experiment_config(tmp_path):
     from tensorboard.plugins.hparams import metadata
 

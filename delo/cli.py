@@ -1,0 +1,166 @@
+"""The command-line tools: ``delo-train``, ``delo-sweep``, ``delo-summarize`` and ``delo-bench`` (console scripts
+in pyproject.toml) and ``launch/{train,sweep,summarize,bench}.py``, which are thin shims over these functions.
+
+Each ``main`` takes ``argv`` (None: the process's arguments) and returns the exit status: 2 for bad input
+before anything runs. Heavy imports happen after argument parsing, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def train(argv: list[str] | None = None) -> int:
+    """Train and evaluate one continual run: delo-train [CONFIG.yaml] [--set key=value ...] --out DIR.
+
+    Without arguments it runs the embedded synthetic benchmark with the `tiny` backbone. A bad config, a missing
+    backbone or missing data exits with status 2 before any training. Re-running with the same --out resumes.
+    """
+    parser = argparse.ArgumentParser(description=train.__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", help="run config YAML (default: sweeps/profiles/synthetic.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set model.E=8 (repeatable)",
+    )
+    parser.add_argument("--out", help="run folder (default: runs/<timestamp>); an existing one is resumed")
+    args = parser.parse_args(argv)
+
+    from delo import runtime
+    from delo.config import DEFAULT_PROFILE, ConfigError, load_config
+    from delo.evaluate import format_summary
+    from delo.train import run_continual
+
+    try:
+        cfg = load_config(args.config or DEFAULT_PROFILE, args.overrides)
+        from delo.backbone import check_backbone_available
+        from delo.data import prepare_data
+
+        check_backbone_available(cfg.model.backbone)
+        prepare_data(cfg)
+        out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        print(
+            f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)", file=sys.stderr
+        )
+        result = run_continual(cfg, out, progress=True)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(result))
+    print(f"\nwrote {out / 'result.json'}")
+    return 0
+
+
+def sweep(argv: list[str] | None = None) -> int:
+    """Run a sweep spec on Ray Tune: delo-sweep SPEC [--set key=value ...] [--address ADDR] [--resume]
+    [--dry-run] [--storage DIR] [--profile NAME].
+
+    Exit status: 0 done, 1 some trials failed (listed in results.md), 2 bad spec/override/input (nothing started),
+    130 interrupted (rerun the same command with --resume).
+    """
+    p = argparse.ArgumentParser(
+        description=sweep.__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run-config override (model.E=32) or spec field (grid.seeds=[0], search.num_samples=8); repeatable",
+    )
+    p.add_argument(
+        "--profile",
+        help="run-config profile replacing base.file: a name in sweeps/profiles (food101) or a path",
+    )
+    p.add_argument(
+        "--address", help="join a running Ray cluster (auto, or host:6379) instead of starting a local one"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep (same spec, same settings)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the trials (grid) or the search space, then exit"
+    )
+    p.add_argument("--storage", help="results root (default: ./sweep_results, or the spec's storage)")
+    p.add_argument(
+        "--dashboard-port", type=int, default=8265, help="local Ray dashboard port on 127.0.0.1 (0: none)"
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    args = p.parse_args(argv)
+
+    from delo.sweep.driver import launch
+
+    return launch(
+        args.spec,
+        args.sets,
+        profile=args.profile,
+        address=args.address,
+        resume=args.resume,
+        dry_run=args.dry_run,
+        storage=args.storage,
+        dashboard_port=args.dashboard_port,
+        num_cpus=args.num_cpus,
+    )
+
+
+def summarize(argv: list[str] | None = None) -> int:
+    """Rebuild a sweep's results.csv, results.md and plots from its folder: delo-summarize SWEEP_DIR."""
+    p = argparse.ArgumentParser(description=summarize.__doc__)
+    p.add_argument("sweep_dir", help="the experiment folder, e.g. sweep_results/rank_factor")
+    args = p.parse_args(argv)
+    folder = Path(args.sweep_dir)
+    if not folder.is_dir():
+        print(f"error: {folder}: no such sweep folder", file=sys.stderr)
+        return 2
+
+    from delo.sweep.report import write_report
+
+    for path in write_report(folder):
+        print(path)
+    return 0
+
+
+def bench(argv: list[str] | None = None) -> int:
+    """Measure the performance figures (issue 7) and write them as JSON: delo-bench [--quick] --out FILE.json.
+
+    Every time figure is a ratio of two workloads interleaved in one process (medians of several repeats), so a
+    machine shared with other jobs slows both sides alike. --quick shrinks repeats and sizes (under a minute on
+    2 cores; the test suite runs it); the full run takes a few minutes. See delo/bench.py for what each figure
+    is. Exit status: 0 done, 1 some figure failed (its entry holds the error; the others are written), 2 bad
+    --only.
+    """
+    parser = argparse.ArgumentParser(description=bench.__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes (a smoke run)")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the ratio figures (default 1)"
+    )
+    parser.add_argument(
+        "--only", action="append", metavar="FIGURE", help="measure only this figure (repeatable)"
+    )
+    args = parser.parse_args(argv)
+
+    from delo.atomic import atomic_write_json
+    from delo.bench import run_all
+
+    try:
+        result = run_all(args.quick, args.threads, args.only, log=lambda line: print(line, file=sys.stderr))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    atomic_write_json(out, result, indent=2, sort_keys=False, default=None)
+    print(f"wrote {out}")
+    failed = [name for name, figure in result.items() if isinstance(figure, dict) and "error" in figure]
+    if failed:
+        print(f"error: figures failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,31 @@
+"""The names of the runner's report keys, spelled once: the runner writes them, Tune, ASHA, the searcher, the
+progress view, TensorBoard and the reports read them (protocol.md §7 defines the quantities)."""
+
+from __future__ import annotations
+
+TASK = "task"
+"""1-based index of the task just finished: ASHA's time attribute, the TensorBoard step."""
+AP_SEEN = "ap_seen"
+"""Val AP over the tasks seen so far, in every report: what Tune, ASHA and the searcher's per-report hook read."""
+FINAL_AP = "final_ap"
+FINAL_FG = "final_fg"
+FINAL_AP_ORACLE = "final_ap_oracle"
+FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_ORACLE)
+"""Only in a run's last report (so their presence marks a trial that reached task T)."""
+SELECTION_KEYS = (AP_SEEN, "acc_new", "fg_seen", "bwt_seen", "key_acc")
+KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
+"""Task-key accuracy on one missing type, reported per task next to ``key_acc``."""
+TEST_PREFIX = "test_"
+"""The test-split mirror of a key (``test_final_ap``): stored, never used for selection."""
+SEARCH_METRICS = (AP_SEEN, FINAL_AP)
+"""Allowed search objectives: val AP over seen tasks after each task, or the final val AP (ap_seen after task T)."""
+
+
+def test_key(key: str) -> str:
+    """``final_ap`` -> ``test_final_ap``."""
+    return TEST_PREFIX + key
+
+
+def is_final(key: str) -> bool:
+    """A last-report-only key, val or test (``final_ap``, ``test_final_fg``)."""
+    return key.removeprefix(TEST_PREFIX).startswith("final_")

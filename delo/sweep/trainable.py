@@ -1,0 +1,103 @@
+"""The worker side of a sweep: the function Tune runs once per trial (ray-tune.md §4 has the facts it follows).
+
+:func:`run_trial` builds the trial's typed RunConfig (base + the grid trial's overrides, or the searcher's
+suggestion), restores Tune's checkpoint into ``<trial_dir>/<trial_dir>/checkpoints`` and calls ``run_continual``
+with an ``on_task_end`` that sends one ``tune.report`` + checkpoint per task.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from delo.config import RunConfig
+from delo.metric_keys import AP_SEEN, TASK
+from delo.sweep.experiment import RUNNER_CHECKPOINTS, write_trial_info
+from delo.sweep.grid import TRIAL_KEY, TrialSpec, trial_of
+
+RunFn = Callable[[RunConfig, Path, Callable[[dict, Path], None]], dict]
+"""``delo.train.run_continual``'s contract; tests pass a fake runner."""
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    exp_dir: str,
+    resources: dict[str, float],
+    run_fn: RunFn | None = None,
+) -> None:
+    """One trial: typed config, compute limits, checkpoint restore, then the continual run, reporting per task."""
+    # get_trial_dir() is the driver-node staging folder (ray/train/_internal/storage.py), which the driver
+    # syncs to storage in the background: a file replaced during that copy fails the sync. Trials therefore
+    # write straight into their folder in the (shared) storage, next to Tune's own files.
+    trial_dir = Path(exp_dir) / Path(tune.get_context().get_trial_dir()).name
+    # The runner's folder carries the trial folder's name: the runner names its TensorBoard hparams session
+    # group after it, and Tune's result.json in the trial folder stays separate from the runner's.
+    out_dir = trial_dir / trial_dir.name
+    trial = trial_of(config)
+    cfg = trial.run_config(base)
+    _limit_compute(resources)
+    _restore_checkpoint(tune.get_checkpoint(), out_dir)
+    info = _trial_info(trial, config, cfg, tune.get_context().get_trial_id())
+    write_trial_info(trial_dir, {**info, "out_dir": out_dir.name})
+    if run_fn is None:
+        from delo.train import run_continual as run_fn
+
+    def on_task_end(metrics: dict[str, Any], ckpt_dir: Path) -> None:
+        if AP_SEEN not in metrics or TASK not in metrics:
+            raise KeyError(f"the runner's report lacks '{TASK}' or '{AP_SEEN}' (keys: {sorted(metrics)})")
+        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+
+    run_fn(cfg, out_dir, on_task_end)
+
+
+def _trial_info(trial: TrialSpec, config: dict[str, Any], cfg: RunConfig, trial_id: str) -> dict[str, Any]:
+    return {
+        "trial_id": trial_id,
+        "label": trial.label,
+        "variant": trial.variant,
+        "seed": cfg.seed,
+        "overrides": trial.overrides,
+        "search": {} if TRIAL_KEY in config else dict(config),
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+    }
+
+
+def _limit_compute(resources: dict[str, float]) -> None:
+    """Threads = the trial's CPUs (OMP_NUM_THREADS, which the runner's ``runtime.set_threads`` reads, and torch's
+    own setting when it is loaded); with a GPU fraction, cap this process's share of the GPU's memory."""
+    threads = max(1, int(resources.get("cpu", 1)))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    gpu = float(resources.get("gpu", 0))
+    if 0 < gpu < 1:
+        import torch
+
+        if torch.cuda.is_available():  # Ray sets CUDA_VISIBLE_DEVICES but does not isolate memory
+            torch.cuda.set_per_process_memory_fraction(gpu, 0)
+
+
+def _restore_checkpoint(checkpoint: tune.Checkpoint | None, out_dir: Path) -> None:
+    """Tune's last checkpoint is the truth: it replaces the runner's checkpoint folder (none: start clean)."""
+    target = out_dir / RUNNER_CHECKPOINTS
+    if target.exists():
+        shutil.rmtree(target)
+    if checkpoint is not None:
+        checkpoint.to_directory(str(target))
+
+
+def make_trainable(
+    base: dict[str, Any], exp_dir: Path, resources: dict[str, float], run_fn: RunFn | None = None
+):
+    """The trainable with the base config bound (object store) and the spec's resources per trial."""
+    fn = tune.with_parameters(run_trial, base=base, exp_dir=str(exp_dir), resources=resources, run_fn=run_fn)
+    return tune.with_resources(fn, resources)
