@@ -203,6 +203,11 @@ class EvalConfig(_Section):
     """Also evaluate the test split after every task (stored, never used for selection)."""
     batch_size: int = Field(64, ge=1)
     """Evaluation batch size."""
+    reuse_frozen: StrictBool = True
+    """Reuse a trained task's predictions in later rows of the matrices: its pools, key and head are frozen, so
+    a sample's prediction changes only when the Task-Key Memory routes it elsewhere. Later rows then run the
+    expert-free key pass on old tasks' samples plus full forwards for re-routed ones only (same matrices as
+    false, which forwards every seen task in every row)."""
 
 
 class DebugConfig(_Section):

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from delo import metrics
 from delo.metric_keys import AP_SEEN, FINAL_AP_ORACLE, FINAL_KEYS
-from delo.model.delo import Prediction
 from delo.runtime import autocast, move_batch
 
 MATRICES = (
@@ -53,51 +53,99 @@ class TaskOutcomes:
         return float(100.0 * hit.mean()) if hit.size else math.nan
 
 
+def _rows(scores: Tensor, batch: dict, cols: Tensor, multilabel: bool) -> dict[str, Tensor]:
+    """Per-sample outcome rows of one batch's (B, C_total) scores (-inf outside the predicted task's head)."""
+    scores = scores.float()
+    if multilabel:
+        return {"positive": scores[:, cols] > 0, "target": batch["labels"][:, cols] > 0.5}
+    return {"hit": scores.argmax(dim=1) == batch["labels"]}
+
+
+@dataclass
+class Reuse:
+    """One task's split after a row of evaluation: what a later row may reuse once the task is frozen."""
+
+    inferred: np.ndarray  # (N,) the task each sample was routed to
+    outcomes: dict[str, TaskOutcomes]  # {"agnostic", "oracle"} of that row
+
+
+def _collect(parts: dict[str, list[Tensor]]) -> dict[str, np.ndarray]:
+    return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+
+
 @torch.no_grad()
 def evaluate_task(
-    model, loader, classes: list[int], multilabel: bool, device: torch.device
-) -> dict[str, TaskOutcomes]:
-    """Outcomes of one task's loader: ``{"agnostic": ..., "oracle": ...}``.
+    model, loader, classes: list[int], multilabel: bool, device: torch.device, reuse: Reuse | None = None
+) -> tuple[dict[str, TaskOutcomes], Reuse]:
+    """Outcomes of one task's loader, ``{"agnostic": ..., "oracle": ...}``, and what a later row may reuse.
 
     ``classes`` are the task's global label ids (its own columns for macro-F1). Task-agnostic forwards get the
     batch without its ``task`` field. A sample whose inferred task is the true one gets exactly the oracle's
     prediction (same pools, same head; nothing in the model mixes samples), so the oracle forward re-runs only
     the samples whose task was inferred wrongly: with working task keys evaluation costs one forward, not two.
+
+    ``reuse`` (the previous row of a task that is frozen since, ``model.frozen_after_task``): the oracle
+    outcomes are final, and a sample's agnostic outcome changes only if the Task-Key Memory now routes it to a
+    different task. Only the expert-free key pass runs for every sample; a full forward runs for samples that
+    moved to a task other than their own (moving to their own task gives the oracle's outcome).
     """
     cols = torch.as_tensor(classes, device=device)
-    parts: dict[str, dict[str, list[torch.Tensor]]] = {"agnostic": {}, "oracle": {}}
+    agn: dict[str, list[Tensor]] = {}
+    ora: dict[str, list[Tensor]] = {}
+    inferred: list[Tensor] = []
+    start = 0
     for batch in loader:
         batch = move_batch(batch, device)
+        n = batch["task"].shape[0]
         blind = {k: v for k, v in batch.items() if k != "task"}
         with autocast(device):
-            agnostic = model.predict(blind, oracle=False)
-            oracle_scores = agnostic.scores.clone()  # (B, C_total)
-            wrong = agnostic.task != batch["task"]  # (B,)
-            if wrong.any():
-                rerun = model.predict({k: v[wrong] for k, v in batch.items()}, oracle=True)
-                oracle_scores[wrong] = rerun.scores.to(oracle_scores.dtype)
-        preds = {"agnostic": agnostic, "oracle": Prediction(batch["task"], oracle_scores)}
-        for mode, pred in preds.items():
-            out = parts[mode]
-            out.setdefault("missing", []).append(batch["missing"])
-            out.setdefault("key_hit", []).append(pred.task == batch["task"])
-            scores = pred.scores.float()  # (B, C_total): -inf outside the predicted task's head
-            if multilabel:
-                out.setdefault("positive", []).append(scores[:, cols] > 0)
-                out.setdefault("target", []).append(batch["labels"][:, cols] > 0.5)
+            if reuse is None:
+                agnostic = model.predict(blind, oracle=False)
+                oracle_scores = agnostic.scores.clone()  # (B, C_total)
+                wrong = agnostic.task != batch["task"]  # (B,)
+                if wrong.any():
+                    rerun = model.predict({k: v[wrong] for k, v in batch.items()}, oracle=True)
+                    oracle_scores[wrong] = rerun.scores.to(oracle_scores.dtype)
+                task = agnostic.task
+                agn_rows = _rows(agnostic.scores, batch, cols, multilabel)
+                ora_rows = _rows(oracle_scores, batch, cols, multilabel)
             else:
-                out.setdefault("hit", []).append(scores.argmax(dim=1) == batch["labels"])
-    if not parts["agnostic"]:  # an empty split: every score is nan
+                task = model.infer_task(blind)  # (B,)
+                span = slice(start, start + n)
+                ora_rows = {k: torch.tensor(getattr(reuse.outcomes["oracle"], k)[span], device=device)
+                            for k in _row_names(multilabel)}  # fmt: skip
+                agn_rows = {k: torch.tensor(getattr(reuse.outcomes["agnostic"], k)[span], device=device)
+                            for k in _row_names(multilabel)}  # fmt: skip
+                moved = task != torch.as_tensor(reuse.inferred[span], device=device)  # (B,)
+                own = moved & (task == batch["task"])
+                for k in agn_rows:
+                    agn_rows[k][own] = ora_rows[k][own]
+                elsewhere = moved & ~own
+                if elsewhere.any():
+                    sub = {k: v[elsewhere] for k, v in batch.items()}
+                    routed = model.predict({**sub, "task": task[elsewhere]}, oracle=True)  # as routed
+                    for k, v in _rows(routed.scores, sub, cols, multilabel).items():
+                        agn_rows[k][elsewhere] = v
+        start += n
+        inferred.append(task)
+        for parts, rows, pred_task in ((agn, agn_rows, task), (ora, ora_rows, batch["task"])):
+            parts.setdefault("missing", []).append(batch["missing"])
+            parts.setdefault("key_hit", []).append(pred_task == batch["task"])
+            for k, v in rows.items():
+                parts.setdefault(k, []).append(v)
+    if not agn:  # an empty split: every score is nan
         empty = np.zeros(0, dtype=bool)
         cells = np.zeros((0, len(classes)), dtype=bool)
         kw = {"positive": cells, "target": cells} if multilabel else {"hit": empty}
-        return {
-            mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw) for mode in parts
-        }
-    return {
-        mode: TaskOutcomes(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()})
-        for mode, out in parts.items()
-    }
+        outcomes = {mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw)
+                    for mode in ("agnostic", "oracle")}  # fmt: skip
+        return outcomes, Reuse(np.zeros(0, dtype=np.int64), outcomes)
+    outcomes = {"agnostic": TaskOutcomes(**_collect(agn)), "oracle": TaskOutcomes(**_collect(ora))}
+    return outcomes, Reuse(torch.cat(inferred).cpu().numpy(), outcomes)
+
+
+def _row_names(multilabel: bool) -> tuple[str, ...]:
+    return ("positive", "target") if multilabel else ("hit",)
 
 
 class ResultBook:

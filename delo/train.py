@@ -27,7 +27,7 @@ import torch
 from delo import checkpoint, runtime
 from delo.atomic import atomic_write_json
 from delo.config import RunConfig
-from delo.evaluate import ResultBook, evaluate_task
+from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
@@ -189,6 +189,8 @@ class _Run:
         self.splits = [cfg.eval.split] + (["test"] if cfg.eval.test and cfg.eval.split != "test" else [])
         self.model, self.backbone = _build(cfg, self.bench.multilabel, self.device)
         self.books = {s: ResultBook(self.T) for s in self.splits}
+        # (split, task) -> its last row's predictions; empty after a resume, so that row forwards everything
+        self.reuse: dict[tuple[str, int], Reuse] = {}
         self.history: list[dict[str, Any]] = []
         self.steps_done, self.elapsed_before, self.next_task = 0, 0.0, 0
         if self.state is not None:
@@ -249,8 +251,11 @@ class _Run:
             for i in range(j + 1):
                 runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "eval", split, j, i))
                 loader = self._loader(self.bench.split(i, split), train=False, seed_parts=("eval", split, i))
-                outcomes = evaluate_task(self.model, loader, self.bench.task_classes[i], self.bench.multilabel,
-                                         self.device)
+                # task i < j is frozen since row i: reuse that row's predictions (eval.reuse_frozen)
+                frozen = i < j and self.cfg.eval.reuse_frozen and self.model.frozen_after_task
+                reuse = self.reuse.get((split, i)) if frozen else None
+                outcomes, self.reuse[(split, i)] = evaluate_task(
+                    self.model, loader, self.bench.task_classes[i], self.bench.multilabel, self.device, reuse)
                 self.books[split].fill(j, i, outcomes)
             if n == 0:
                 stats = self.model.routing_stats()

@@ -56,6 +56,10 @@ class _KeySiteReached(Exception):
 
 
 class DeLoModel(nn.Module):
+    frozen_after_task = True
+    """Task k's pools, key and head never change after task k+1 begins, so a sample routed to task k gets the
+    same prediction in every later evaluation (the evaluator's reuse relies on this)."""
+
     def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
         super().__init__()
         if _checkpointing_on(vilt):
@@ -279,6 +283,13 @@ class DeLoModel(nn.Module):
             pixel_values=batch["pixel_values"],
             pixel_mask=batch["pixel_mask"],
         )
+
+    @torch.no_grad()
+    def infer_task(self, batch: dict) -> Tensor:
+        """(B,) the task the Task-Key Memory assigns each sample, from the expert-free pass up to the key site
+        (the same query and scores an agnostic forward routes with)."""
+        query = self._key_query_pass(batch)
+        return self.tkm.infer(query, batch["missing"].long().to(query.device))
 
     @torch.no_grad()
     def _key_query_pass(self, batch: dict) -> Tensor:

@@ -136,6 +136,20 @@ def test_same_seed_same_metrics(reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_reusing_frozen_tasks_predictions_gives_the_same_matrices(reference, tmp_path):
+    """eval.reuse_frozen (default) against forwarding every seen task in every row: every matrix of both
+    splits, task-agnostic and oracle, by missing type and task-key accuracy, is identical."""
+    from delo.train import run_continual
+
+    full = run_continual(_cfg("eval.reuse_frozen=false"), tmp_path / "full")
+    reused = reference[1]
+    keys = [k for k in reused if "matrix" in k or "by_missing" in k or "task_key_accuracy" in k]
+    assert len(keys) >= 8
+    for key in keys:
+        assert full[key] == reused[key], key
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_metrics(reference, tmp_path):
     from delo.train import run_continual
 

@@ -371,7 +371,7 @@ def test_evaluation_reruns_only_wrongly_keyed_samples_and_matches_full_oracle():
         return predict(b, oracle=oracle)
 
     model.predict = counting
-    out = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=torch.device("cpu"))
+    out, _ = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=torch.device("cpu"))
     wrong = int((agnostic.task != batch["task"]).sum())
     assert wrong >= 2
     assert calls == [(False, 4), (True, wrong)]
@@ -379,3 +379,38 @@ def test_evaluation_reruns_only_wrongly_keyed_samples_and_matches_full_oracle():
     assert (out["oracle"].hit == expected_hit).all()
     assert out["oracle"].key_hit.all()
     assert (out["agnostic"].key_hit == (agnostic.task == batch["task"]).numpy()).all()
+
+
+def test_reused_evaluation_forwards_only_rerouted_samples_and_equals_a_full_one():
+    """A later row with frozen tasks: the key pass for everyone, a forward only for samples routed to another
+    task than before and than their own; outcomes identical to evaluating from scratch."""
+    from delo.evaluate import evaluate_task
+
+    model = _model(tasks=2)
+    for k in range(2):
+        _randomize_b(model, k)
+    batch = _batch(missing=(0, 0, 0, 0), tasks=(0, 1, 1, 0))
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        u = model(_subset(batch, [0, 1]), "agnostic").key_query  # (2, ...) queries of samples 0 and 1
+        model.task_keys.copy_(u)  # sample 0 -> task 0, sample 1 -> task 1
+    _, reuse = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=cpu)
+    with torch.no_grad():
+        model.task_keys.copy_(u.flip(0))  # the keys swap: sample 0 -> task 1 (elsewhere), 1 -> task 0
+    full, _ = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=cpu)
+    calls = []
+    predict = model.predict
+
+    def counting(b, oracle=False):
+        calls.append((oracle, b["task"].tolist()))
+        return predict(b, oracle=oracle)
+
+    model.predict = counting
+    out, again = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=cpu, reuse=reuse)
+    moved = again.inferred != reuse.inferred
+    assert moved.any()
+    elsewhere = moved & (again.inferred != batch["task"].numpy())
+    assert calls == ([(True, again.inferred[elsewhere].tolist())] if elsewhere.any() else [])
+    for mode in ("agnostic", "oracle"):
+        for field in ("hit", "key_hit", "missing"):
+            assert (getattr(out[mode], field) == getattr(full[mode], field)).all(), (mode, field)
