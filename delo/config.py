@@ -68,10 +68,11 @@ class ModelConfig(_Section):
     with the modalities it has."""
     max_text_len: int = Field(40, ge=8)
     """Text tokens; above the backbone's table the position table is interpolated."""
-    pairing: Literal["rank", "index"] = "rank"
+    pairing: Literal["rank", "index", "compat"] = "rank"
     """Which selected A pairs with which selected B (method.md §5.3, docs/method-choices.md). `rank` (paper): slot
     i pairs the i-th best A with the i-th best B; `index` (ours): both selected sets sorted by factor index, so the
-    pairing only changes when the selected sets change, not when scores reorder within them."""
+    pairing only changes when the selected sets change, not when scores reorder within them; `compat` (ours): each
+    selected A, best first, takes the B that maximises softmax(B router) + softmax(M[a, :]), no B twice."""
     entry_rank: Literal["one", "r"] = "one"
     """Pool layout. `one` (paper's text): rank-one entries (A E x d_in, B E x d_out), routers without bias, an
     E x E map M. `r` (authors' code): rank-r entries (A E x r x d_in, B E x r x d_out), routers with bias and an

@@ -152,13 +152,31 @@ class Routing:
     gamma: Tensor | None  # (B, G, 2, r) slot gates; None means all ones without gradient (hard gate)
 
 
-PAIRINGS = ("rank", "index")
+PAIRINGS = ("rank", "index", "compat")
 
 
 def _by_index(scores: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Reorder a top-r selection (values, indices) by ascending factor index."""
     idx, order = idx.sort(dim=-1)
     return scores.gather(-1, order), idx
+
+
+def _pair_by_map(logits_b: Tensor, m_sel: Tensor, a_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """(scores, indices) (B, G, 2, r) of the B factor chosen for each selected A slot, best A first.
+
+    logits_b: (B, G, 2, E) B-router logits; m_sel: (G, B, 2, E, E) each sample's map; a_idx: (B, G, 2, r).
+    """
+    m_rows = m_sel.permute(1, 0, 2, 3, 4)  # (B, G, 2, E, E): row e scores every b for a_e
+    rows = m_rows.gather(3, a_idx[..., None].expand(*a_idx.shape, m_rows.shape[-1]))  # (B, G, 2, r, E)
+    slot_scores = logits_b.softmax(dim=-1)[..., None, :] + rows.softmax(dim=-1)  # (B, G, 2, r, E)
+    taken = torch.zeros_like(logits_b, dtype=torch.bool)  # (B, G, 2, E)
+    values, picks = [], []
+    for i in range(a_idx.shape[-1]):  # r is small (<= 8): one masked argmax per slot
+        value, pick = slot_scores[..., i, :].masked_fill(taken, -torch.inf).max(dim=-1)  # (B, G, 2)
+        taken = taken.scatter(-1, pick[..., None], True)
+        values.append(value)
+        picks.append(pick)
+    return torch.stack(values, dim=-1), torch.stack(picks, dim=-1)
 
 
 def route(
@@ -168,7 +186,9 @@ def route(
 
     q_hat: (B, 2, d_in) routing query per modality pool; pool_index: (B,) each sample's task in the stack.
     pairing ``rank``: slot i holds the i-th best A and the i-th best B (paper); ``index``: the selected A and
-    B sets each sorted by factor index, so slot i holds the i-th smallest selected A and B index.
+    B sets each sorted by factor index, so slot i holds the i-th smallest selected A and B index; ``compat``:
+    slot i's B is chosen for slot i's A, by softmax(B router) + softmax(M[a_i, :]), greedily from the best A
+    down and without repeating a B, so the compatibility map decides which b goes with which a.
     """
     if gate not in GATES:
         raise ValueError(f"unknown gate {gate!r}; expected one of {GATES}")
@@ -191,6 +211,8 @@ def route(
         compat = torch.einsum("bgme,gbmef->bgmf", g_a, m_sel)  # (B, G, 2, E): g_A M
         s_b = logits_b.softmax(dim=-1) + compat.softmax(dim=-1)  # (B, G, 2, E)
         top_b, b_idx = s_b.topk(r, dim=-1)  # (B, G, 2, r)
+        if pairing == "compat":
+            top_b, b_idx = _pair_by_map(logits_b, m_sel, a_idx)
         if pairing == "index":
             top_a, a_idx = _by_index(top_a, a_idx)
             top_b, b_idx = _by_index(top_b, b_idx)

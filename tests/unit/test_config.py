@@ -34,7 +34,7 @@ def test_schema_defaults_are_the_paper_settings_and_the_profile_has_its_own():
     train = load_config().train
     assert (train.lr, train.batch_size, train.epochs) == (1e-4, 4, 10)  # method.md §10
     synthetic = load_config(DEFAULT_PROFILE).train  # what launch/train.py runs without a config
-    assert (synthetic.lr, synthetic.batch_size, synthetic.epochs) == (5e-3, 8, 10)
+    assert (synthetic.lr, synthetic.batch_size, synthetic.epochs) == (5e-3, 8, 3)
     assert DEFAULT_PROFILE.name == "synthetic.yaml"
 
 

@@ -76,6 +76,31 @@ def test_index_pairing_is_unchanged_when_scores_reorder_within_the_selection():
     assert route(_q(), stack_pools([[pool]]), index, 2, "hard", "rank").a_idx[0, 0, 0].tolist() == [1, 3]
 
 
+def test_compat_pairing_gives_each_selected_a_the_b_its_map_row_prefers():
+    pool = _hand_pool()
+    with torch.no_grad():
+        pool.W_B.zero_()  # B routers uniform: the map alone decides
+        pool.M[:] = 0.0
+        for a, b in ((3, 1), (1, 3), (2, 0), (0, 2)):
+            pool.M[:, a, b] = 8.0  # a_3 -> b_1, a_1 -> b_3
+    stacked = stack_pools([[pool]])
+    index = torch.zeros(1, dtype=torch.long)
+    routing = route(_q(), stacked, index, 2, "weighted", "compat")
+    assert routing.a_idx[0, 0].tolist() == [[3, 1], [3, 1]]
+    assert routing.b_idx[0, 0].tolist() == [[1, 3], [1, 3]]
+    # both slots prefer b_1: the second slot may not take it again and gets its next best
+    with torch.no_grad():
+        pool.M[:, 1, 3] = 0.0
+        pool.M[:, 1, 1] = 8.0
+    taken = route(_q(), stack_pools([[pool]]), index, 2, "weighted", "compat")
+    assert taken.b_idx[0, 0, 0, 0] == 1 and taken.b_idx[0, 0, 0, 1] != 1
+    # the map gets gradient through the slot gates
+    pool.zero_grad()
+    routing = route(_q(), stack_pools([[pool]]), index, 2, "ste", "compat")
+    routing.gamma.sum().backward()
+    assert pool.M.grad is not None and pool.M.grad[:, 3].abs().sum() > 0
+
+
 # ---------------------------------------------------------------------------------------------------------- entry_rank
 
 
