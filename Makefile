@@ -21,6 +21,7 @@ test: venv
 
 lint: venv
 	$(PY) -m ruff check delo launch tests
+	$(PY) -m ruff format --check delo launch tests
 
 bench: venv
 	$(PY) launch/bench.py --out bench.json

@@ -34,7 +34,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
-def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1, sort_keys: bool = True, **dumps) -> None:
+def atomic_write_json(
+    path: str | Path, data: Any, *, indent: int | None = 1, sort_keys: bool = True, **dumps
+) -> None:
     """``data`` as JSON and a final newline; ``dumps`` go to ``json.dumps`` (``default=str`` unless given, so
     paths and the like become strings; ``default=None`` makes them an error)."""
     import json

@@ -181,7 +181,7 @@ def _ratio(times: dict[str, list[float]], num: str, den: str) -> dict[str, Any]:
     """``value``: the median over rounds of time(num) / time(den), each round's pair run back to back, so that
     load which changes between rounds cancels. Also the ratio of the medians and of the minimums."""
     med = {k: statistics.median(v) for k, v in times.items()}
-    rounds = [a / b for a, b in zip(times[num], times[den])]
+    rounds = [a / b for a, b in zip(times[num], times[den], strict=False)]
     quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else rounds * 3
     return {
         "value": round(statistics.median(rounds), 4),
@@ -457,7 +457,7 @@ def _trial_times(experiment: Path) -> tuple[float, list[float]]:
             starts.append(last["timestamp"] - last["time_total_s"])
     if not ends:
         raise RuntimeError(f"no Tune results under {experiment}")
-    return max(ends) - min(starts), [end - start for start, end in zip(starts, ends)]
+    return max(ends) - min(starts), [end - start for start, end in zip(starts, ends, strict=False)]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -64,7 +64,9 @@ def save_task(ckpt_dir: Path, task: int, tensors: dict[str, torch.Tensor]) -> Pa
 def load_task(ckpt_dir: Path, task: int) -> dict[str, torch.Tensor]:
     path = task_file(ckpt_dir, task)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: task checkpoint missing although {Path(ckpt_dir) / STATE_FILE} lists it")
+        raise FileNotFoundError(
+            f"{path}: task checkpoint missing although {Path(ckpt_dir) / STATE_FILE} lists it"
+        )
     payload = _load(path)
     if payload.get("task") != task:
         raise ValueError(f"{path}: holds task index {payload.get('task')}, expected {task}")

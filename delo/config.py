@@ -296,7 +296,9 @@ def fields_at(model: type[BaseModel], loc: tuple | list) -> list[str]:
                 return []
             parts.pop(0)
             annotation = annotation.__args__[1]
-        members = [m for m in annotation_leaves(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+        members = [
+            m for m in annotation_leaves(annotation) if isinstance(m, type) and issubclass(m, BaseModel)
+        ]
         if len(members) > 1 and parts:
             tag = parts.pop(0)
             members = [m for m in members if tag in annotation_leaves(m.model_fields["type"].annotation)]
@@ -354,7 +356,9 @@ def format_validation_error(
 
 def _format_errors(err: ValidationError, source: str) -> str:
     where = f" in {source}" if source else ""
-    return format_validation_error(err, f"invalid run config{where}", lambda _, dotted: _unknown_key_message(dotted))
+    return format_validation_error(
+        err, f"invalid run config{where}", lambda _, dotted: _unknown_key_message(dotted)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

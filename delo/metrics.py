@@ -83,7 +83,7 @@ def seen_forgetting(R: Matrix, j: int) -> float:
     for i in range(j):
         if R[j][i] is None or math.isnan(R[j][i]):
             continue
-        drops = _finite(R[l][i] for l in range(i, j))
+        drops = _finite(R[m][i] for m in range(i, j))
         if drops:
             terms.append(max(drops) - R[j][i])
     return _mean(terms)

@@ -256,7 +256,10 @@ def contrastive_loss(
     rows = torch.arange(z_v.shape[0])
     terms = [info_nce(z_v, z_t, rows, temperature)]
     if matched.any():
-        terms += [info_nce(z_c, z_v, rows[matched], temperature), info_nce(z_c, z_t, rows[matched], temperature)]
+        terms += [
+            info_nce(z_c, z_v, rows[matched], temperature),
+            info_nce(z_c, z_t, rows[matched], temperature),
+        ]
     return torch.stack(terms).mean()
 
 

@@ -102,7 +102,13 @@ def restore_rng(state: dict[str, Any], data_generator: torch.Generator | None = 
     random.setstate(_lists_to_tuples(state["python"]))
     npst = state["numpy"]
     np.random.set_state(
-        (npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+        (
+            npst["kind"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []

@@ -133,7 +133,7 @@ class TBLogger:
             freq = np.stack([r / max(r.sum(), 1e-12) for r in rows])  # (pools, T * E)
             self.writer.add_image("routing/expert_frequency", render_heatmap(freq), step, dataformats="HWC")
             for mod in ("vision", "text"):
-                picked = [f for m, f in zip(modality, freq) if m == mod]
+                picked = [f for m, f in zip(modality, freq, strict=False) if m == mod]
                 if picked:
                     self._expert_histogram(f"routing/expert_frequency_{mod}", np.mean(picked, axis=0), step)
         per_site = stats.get("query_cos") or {}
@@ -282,7 +282,9 @@ def render_heatmap(freq: np.ndarray, cell: int = 10) -> np.ndarray:
     img = np.zeros((rows * cell, cols * cell, 3), dtype=np.uint8)
     for r in range(rows):
         for c in range(cols):
-            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = colour_ramp(float(scaled[r, c]))
+            img[r * cell : (r + 1) * cell - 1, c * cell : (c + 1) * cell - 1] = colour_ramp(
+                float(scaled[r, c])
+            )
     return img
 
 

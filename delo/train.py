@@ -53,7 +53,9 @@ def _build(cfg: RunConfig, multilabel: bool, device: torch.device):
 def build_model(cfg: RunConfig, multilabel: bool | None = None):
     """A fresh DeLo model for ``cfg`` (no task begun yet). ``multilabel`` defaults to what the data set is."""
     if multilabel is None:
-        multilabel = cfg.data.name == "mmimdb" or (cfg.data.name == "synthetic" and cfg.data.synthetic.kind == "ml")
+        multilabel = cfg.data.name == "mmimdb" or (
+            cfg.data.name == "synthetic" and cfg.data.synthetic.kind == "ml"
+        )
     model, _ = _build(cfg, multilabel, runtime.resolve_device(cfg.train.device))
     return model
 
@@ -87,13 +89,25 @@ def make_optimizer(model, task: int, cfg: RunConfig, total: int):
     param_groups = [{"params": groups["factors"], "lr": tc.lr}]
     if groups["routers"]:
         param_groups.append({"params": groups["routers"], "lr": tc.lr * tc.router_lr_mult})
-    opt = torch.optim.AdamW(param_groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), eps=tc.eps)
+    opt = torch.optim.AdamW(
+        param_groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), eps=tc.eps
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, tc.warmup_frac))
     return opt, sched
 
 
-def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, step0: int, tb=None,
-               progress: bool = False, label: str = "", probe: dict | None = None) -> dict[str, float]:
+def train_task(
+    model,
+    loader,
+    task: int,
+    cfg: RunConfig,
+    device: torch.device,
+    step0: int,
+    tb=None,
+    progress: bool = False,
+    label: str = "",
+    probe: dict | None = None,
+) -> dict[str, float]:
     """Train task ``task`` on its loader; returns mean loss parts and the step count.
 
     ``step0`` is the number of steps of earlier tasks (the global step of ``cfg.debug.nan_at_step`` is 1-based).
@@ -105,7 +119,9 @@ def train_task(model, loader, task: int, cfg: RunConfig, device: torch.device, s
 
     total = steps_per_task(cfg, len(loader))
     opt, sched = make_optimizer(model, task, cfg, total)
-    dynamics = Dynamics(model, task, probe, cfg.debug.diagnostics_every) if tb and cfg.debug.diagnostics else None
+    dynamics = (
+        Dynamics(model, task, probe, cfg.debug.diagnostics_every) if tb and cfg.debug.diagnostics else None
+    )
     if dynamics is not None:
         with runtime.autocast(device):
             dynamics.probe()  # the reference selections of the epoch-1 churn
@@ -180,11 +196,14 @@ class _Run:
         self.state = checkpoint.load_state(self.ckpt_dir)
         if self.state is not None and self.state["config_hash"] != cfg.hash():
             # refuse before touching the data (fingerprint checked again below)
-            checkpoint.check_compatible(self.state, cfg.to_dict(), cfg.hash(), self.state["fingerprint"],
-                                        self.ckpt_dir)
+            checkpoint.check_compatible(
+                self.state, cfg.to_dict(), cfg.hash(), self.state["fingerprint"], self.ckpt_dir
+            )
         self.bench = load_benchmark(cfg)
         if self.state is not None:
-            checkpoint.check_compatible(self.state, cfg.to_dict(), cfg.hash(), self.bench.fingerprint, self.ckpt_dir)
+            checkpoint.check_compatible(
+                self.state, cfg.to_dict(), cfg.hash(), self.bench.fingerprint, self.ckpt_dir
+            )
         self.T = self.bench.num_tasks
         self.splits = [cfg.eval.split] + (["test"] if cfg.eval.test and cfg.eval.split != "test" else [])
         self.model, self.backbone = _build(cfg, self.bench.multilabel, self.device)
@@ -220,10 +239,15 @@ class _Run:
         from delo.data import make_loader
 
         bs = self.cfg.train.batch_size if train else self.cfg.eval.batch_size
-        return make_loader(samples, self.backbone, bs, shuffle=train,
-                           seed=runtime.derive_seed(self.cfg.seed, *seed_parts),
-                           num_workers=self.cfg.data.num_workers,
-                           num_labels=self.bench.num_labels if self.bench.multilabel else None)
+        return make_loader(
+            samples,
+            self.backbone,
+            bs,
+            shuffle=train,
+            seed=runtime.derive_seed(self.cfg.seed, *seed_parts),
+            num_workers=self.cfg.data.num_workers,
+            num_labels=self.bench.num_labels if self.bench.multilabel else None,
+        )
 
     def train(self, k: int, tb) -> dict[str, float]:
         self._begin(k)
@@ -231,8 +255,18 @@ class _Run:
         probe = self._probe_batch(k) if self.cfg.debug.diagnostics else None
         # ViLT draws a random patch order from the global torch RNG on every forward
         runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "train", k))
-        losses = train_task(self.model, loader, k, self.cfg, self.device, self.steps_done, tb, self.progress,
-                            label=f"task {k + 1}/{self.T}", probe=probe)
+        losses = train_task(
+            self.model,
+            loader,
+            k,
+            self.cfg,
+            self.device,
+            self.steps_done,
+            tb,
+            self.progress,
+            label=f"task {k + 1}/{self.T}",
+            probe=probe,
+        )
         self.steps_done += losses["train_steps"]
         return losses
 
@@ -255,7 +289,8 @@ class _Run:
                 frozen = i < j and self.cfg.eval.reuse_frozen and self.model.frozen_after_task
                 reuse = self.reuse.get((split, i)) if frozen else None
                 outcomes, self.reuse[(split, i)] = evaluate_task(
-                    self.model, loader, self.bench.task_classes[i], self.bench.multilabel, self.device, reuse)
+                    self.model, loader, self.bench.task_classes[i], self.bench.multilabel, self.device, reuse
+                )
                 self.books[split].fill(j, i, outcomes)
             if n == 0:
                 stats = self.model.routing_stats()
@@ -264,8 +299,12 @@ class _Run:
 
     def report(self, j: int, losses: dict[str, float], times: dict[str, float]) -> dict[str, Any]:
         book = self.books[self.splits[0]]
-        metrics = {TASK: j + 1, **book.task_metrics(j), **times,
-                   **{k: v for k, v in losses.items() if k != "train_steps"}}
+        metrics = {
+            TASK: j + 1,
+            **book.task_metrics(j),
+            **times,
+            **{k: v for k, v in losses.items() if k != "train_steps"},
+        }
         if self.cfg.eval.test:
             metrics.update(self.books["test"].task_metrics(j, prefix="test_"))
         if j == self.T - 1:
@@ -276,19 +315,22 @@ class _Run:
 
     def save(self, j: int) -> None:
         checkpoint.save_task(self.ckpt_dir, j, self.model.task_state(j))
-        checkpoint.save_state(self.ckpt_dir, {
-            "next_task": j + 1,
-            "num_tasks": self.T,
-            "task_keys": self.model.task_keys.detach().cpu().clone(),
-            "rng": runtime.capture_rng(),
-            "results": {s: b.data for s, b in self.books.items()},
-            "history": self.history,
-            "steps_done": self.steps_done,
-            "elapsed_s": self.elapsed(),
-            "config": self.cfg.to_dict(),
-            "config_hash": self.cfg.hash(),
-            "fingerprint": self.bench.fingerprint,
-        })
+        checkpoint.save_state(
+            self.ckpt_dir,
+            {
+                "next_task": j + 1,
+                "num_tasks": self.T,
+                "task_keys": self.model.task_keys.detach().cpu().clone(),
+                "rng": runtime.capture_rng(),
+                "results": {s: b.data for s, b in self.books.items()},
+                "history": self.history,
+                "steps_done": self.steps_done,
+                "elapsed_s": self.elapsed(),
+                "config": self.cfg.to_dict(),
+                "config_hash": self.cfg.hash(),
+                "fingerprint": self.bench.fingerprint,
+            },
+        )
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -297,18 +339,25 @@ class _Run:
 
     def result(self) -> dict[str, Any]:
         main = self.books[self.splits[0]].summary()
-        result: dict[str, Any] = {"split": self.splits[0], **main, "params": _param_counts(self.model),
-                                  "config": self.cfg.to_dict(), "config_hash": self.cfg.hash(),
-                                  "fingerprint": self.bench.fingerprint, "num_tasks": self.T,
-                                  "history": [_json_safe(h) for h in self.history]}
+        result: dict[str, Any] = {
+            "split": self.splits[0],
+            **main,
+            "params": _param_counts(self.model),
+            "config": self.cfg.to_dict(),
+            "config_hash": self.cfg.hash(),
+            "fingerprint": self.bench.fingerprint,
+            "num_tasks": self.T,
+            "history": [_json_safe(h) for h in self.history],
+        }
         if self.cfg.eval.test:
             result.update({f"test_{k}": v for k, v in self.books["test"].summary().items()})
         result["wall_time_s"] = round(self.elapsed(), 3)
         return result
 
 
-def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | None = None, *,
-                  progress: bool = False) -> dict[str, Any]:
+def run_continual(
+    cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | None = None, *, progress: bool = False
+) -> dict[str, Any]:
     """Train and evaluate all tasks (resuming from ``out_dir/checkpoints``); returns the result.json dict.
 
     ``on_task_end(metrics, ckpt_dir)`` is called once per task after its checkpoint is written and TensorBoard
@@ -329,7 +378,9 @@ def run_continual(cfg: RunConfig, out_dir: str | Path, on_task_end: OnTaskEnd | 
             t1 = time.perf_counter()
             stats = run.evaluate(k)
             t2 = time.perf_counter()
-            metrics = run.report(k, losses, {"task_time_s": t2 - t0, "train_time_s": t1 - t0, "eval_time_s": t2 - t1})
+            metrics = run.report(
+                k, losses, {"task_time_s": t2 - t0, "train_time_s": t1 - t0, "eval_time_s": t2 - t1}
+            )
             run.history.append(metrics)
             run.save(k)
             _log_task(tb, run, k, metrics, stats)
@@ -356,7 +407,12 @@ def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
     tb.scalars({key: v for key, v in metrics.items() if not is_final(key)}, step=k + 1)
     for split, book in run.books.items():
         prefix = "test" if split == "test" and split != run.splits[0] else "val"
-        tb.matrix(f"{prefix}/result_matrix", book.data["matrix"][: k + 1], k + 1, title=f"{split} after task {k + 1}")
+        tb.matrix(
+            f"{prefix}/result_matrix",
+            book.data["matrix"][: k + 1],
+            k + 1,
+            title=f"{split} after task {k + 1}",
+        )
     tb.routing(stats, k + 1)
 
 

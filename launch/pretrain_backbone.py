@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         card = json.loads(card_path.read_text())
     else:
-        command = shlex.join(["python", "launch/pretrain_backbone.py", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(
+            ["python", "launch/pretrain_backbone.py", *(sys.argv[1:] if argv is None else argv)]
+        )
         cfg = PretrainConfig(seed=args.seed, steps=args.steps, threads=args.threads)
         card = pretrain_tiny(args.out, cfg, command=command)
         q, q0 = card["quality"]["pretrained"], card["quality"]["init"]

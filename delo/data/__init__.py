@@ -32,7 +32,16 @@ _HOMES = {
     **dict.fromkeys(("load_benchmark", "missing_settings", "prepare_data"), "delo.data.benchmark"),
     **dict.fromkeys(("DUMMY_TEXT", "dummy_image", "make_loader"), "delo.data.collate"),
     **dict.fromkeys(
-        ("COMPLETE", "IMAGE_MISSING", "SPLITS", "TEXT_MISSING", "Benchmark", "DataError", "Sample", "SessionPlan"),
+        (
+            "COMPLETE",
+            "IMAGE_MISSING",
+            "SPLITS",
+            "TEXT_MISSING",
+            "Benchmark",
+            "DataError",
+            "Sample",
+            "SessionPlan",
+        ),
         "delo.data.records",
     ),
 }

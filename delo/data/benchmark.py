@@ -19,7 +19,10 @@ from delo.data.mmimdb import read_mmimdb
 from delo.data.records import SPLITS, Benchmark, DataError, RawRecord, Sample, SessionPlan, stable_digest
 
 # (classes per session, sessions) of the built-in multi-class orders: consecutive blocks of class_idx.json
-_BLOCKS = {"food101": sessions.FOOD101_BLOCKS, "synthetic-mc": (synthetic.MC_PER_SESSION, synthetic.MC_SESSIONS)}
+_BLOCKS = {
+    "food101": sessions.FOOD101_BLOCKS,
+    "synthetic-mc": (synthetic.MC_PER_SESSION, synthetic.MC_SESSIONS),
+}
 
 
 @dataclass
@@ -221,7 +224,7 @@ def load_benchmark(cfg: RunConfig) -> Benchmark:
             if not rows:
                 raise DataError(f"{ds.report.get('root')}: task {t} has no {split} samples")
             samples[(t, split)] = [
-                _finish(s, code, ds.multilabel, num_labels) for s, code in zip(rows, codes[t])
+                _finish(s, code, ds.multilabel, num_labels) for s, code in zip(rows, codes[t], strict=False)
             ]
     lines = [
         f"{t}\t{split}\t{s.uid}\t{s.missing}\t{s.label}"

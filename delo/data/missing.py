@@ -112,7 +112,7 @@ def _check(table: Any, spec: MissingSpec, session_uids: list[list[str]], path: P
     if not isinstance(codes, list) or len(codes) != len(session_uids):
         raise DataError(f"{path}: malformed codes; run prepare_data to rebuild it")
     out = []
-    for s, (row, uids) in enumerate(zip(codes, session_uids)):
+    for s, (row, uids) in enumerate(zip(codes, session_uids, strict=False)):
         values = [int(c) for c in row] if isinstance(row, str) and set(row) <= {"0", "1", "2"} else None
         if values is None or values != session_codes(spec, s, len(uids)):
             raise DataError(f"{path}: codes of session {s} are corrupt; run prepare_data to rebuild it")

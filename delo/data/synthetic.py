@@ -201,9 +201,9 @@ def draw_image(
         radii = list(rng.uniform(8, 12, size=len(motifs)))
         centres = [
             (32 * (cell % 2) + rng.uniform(r, 32 - r), 32 * (cell // 2) + rng.uniform(r, 32 - r))
-            for cell, r in zip(cells, radii)
+            for cell, r in zip(cells, radii, strict=False)
         ]
-    for motif, (cx, cy), r in zip(motifs, centres, radii):
+    for motif, (cx, cy), r in zip(motifs, centres, radii, strict=False):
         if motif is None:
             shape, rgb = SHAPES[rng.integers(len(SHAPES))], _NEUTRAL_RGB
         else:
@@ -454,7 +454,7 @@ def write_ml(
             splits = [split for split, count in sizes.items() for _ in range(count)]
         else:
             group, splits = extra, ["train", "val", "test"]
-        for genres, split in zip(group, splits):
+        for genres, split in zip(group, splits, strict=False):
             session = s if s < ML_SESSIONS else int(rng.integers(ML_SESSIONS))
             movie_id = f"{ids.pop():07d}"
             pixels, plots = draw_ml(rng, genres, session, knobs)

@@ -60,7 +60,7 @@ class SiteGroup:
             ctx.selections[lead.site] = (routing.a_idx, routing.b_idx)
         if ctx.records:
             counts = selection_counts(routing, ctx.pool_index, len(ctx.pool_tasks), lead.E)  # (G, T, 2, 2, E)
-            for site, site_counts in zip(self.sites, counts):
+            for site, site_counts in zip(self.sites, counts, strict=False):
                 ctx.stats.add_selection(site.site, ctx.pool_tasks.start, site_counts)
         a_sel, b_sel = gather_factors(pools, routing, ctx.pool_index)
         weight = slot_weights(routing, lead.scale, lead.entry_rank)  # (B, G*2r*rho)

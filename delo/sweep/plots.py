@@ -98,7 +98,10 @@ def _bar_chart(bars: list[tuple[str, float, float, float, float]], title: str):
     d = ImageDraw.Draw(img)
     d.text((10, 8), title + "  (blue AP, orange FG, ±std)", fill="black", font=_font())
     peak = max([100.0] + [b[1] + b[2] for b in bars] + [b[3] + b[4] for b in bars])
-    y = lambda v: top + h - int(h * max(v, 0) / peak)
+
+    def y(v):
+        return top + h - int(h * max(v, 0) / peak)
+
     d.line((left, top + h, left + gw * len(bars), top + h), fill="black")
     for i, (label, ap, ap_s, fg, fg_s) in enumerate(bars):
         x = left + i * gw + 10

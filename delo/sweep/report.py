@@ -231,7 +231,10 @@ def _table_losses(records, split) -> list[str]:
     ]
     for recs in groups(records).values():
         l1, l2 = recs[0].cfg("loss.lambda1", 0) or 0, recs[0].cfg("loss.lambda2", 0) or 0
-        mark = lambda x: f"✓ ({x:g})" if x > 0 else ""
+
+        def mark(x):
+            return f"✓ ({x:g})" if x > 0 else ""
+
         out.append(
             f"| ✓ | {mark(l1)} | {mark(l2)} | {_ms(recs, FINAL_AP, split)} | {_ms(recs, FINAL_FG, split)} "
             f"| {_n(recs)} | {_paper(PAPER['losses'].get((l1 > 0, l2 > 0)))} |"

@@ -263,7 +263,7 @@ def _check_dist(
             errors.append(f"{where}: a log scale needs low > 0 (got {d.low:g})")
         if d.type == "int" and (d.low != int(d.low) or d.high != int(d.high)):
             errors.append(f"{where}: int bounds must be whole numbers")
-        if d.type == "one_minus" and not (0 < d.low and d.high <= 1):
+        if d.type == "one_minus" and not (d.low > 0 and d.high <= 1):
             errors.append(f"{where}: one_minus draws x in (0, 1]; got [{d.low:g}, {d.high:g}]")
     elif d.type == "choice":
         if not d.values:

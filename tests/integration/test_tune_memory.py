@@ -38,13 +38,19 @@ def test_driver_memory_flat_over_a_long_grid(ray_session, fakes, tmp_path):
     sweep = load_sweep(fakes.write_spec(tmp_path, SPEC), ["data.num_tasks=2"], storage=tmp_path / "out")
     assert len(sweep.trials) == 24
     probe = RssProbe()
-    tuner = build_tuner(sweep, run_fn=functools.partial(fakes.fake_run, task_seconds=0.0),
-                        progress_interval_s=1e9, callbacks=[probe])
+    tuner = build_tuner(
+        sweep,
+        run_fn=functools.partial(fakes.fake_run, task_seconds=0.0),
+        progress_interval_s=1e9,
+        callbacks=[probe],
+    )
     grid = tuner.fit()
     assert len(grid) == 24 and not grid.errors
     s = probe.samples
     assert len(s) == 24
     early, late = max(s[3:9]), max(s[18:])
-    print(f"\ndriver RSS MiB: first {s[0]:.0f}, trials 4-9 max {early:.0f}, trials 19-24 max {late:.0f}, "
-          f"final {s[-1]:.0f}")
+    print(
+        f"\ndriver RSS MiB: first {s[0]:.0f}, trials 4-9 max {early:.0f}, trials 19-24 max {late:.0f}, "
+        f"final {s[-1]:.0f}"
+    )
     assert late - early < 25, f"driver RSS grew {late - early:.0f} MiB over 15 trials: {s}"

@@ -39,15 +39,23 @@ sys.exit(launch({spec!r}, address={address!r}, storage={storage!r}, resume="--re
 def _driver(tmp_path, fakes, address) -> Path:
     spec = fakes.write_spec(tmp_path, SPEC)
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(fakes_path=str(fakes.path), spec=str(spec), address=address,
-                                    storage=str(tmp_path / "out")))
+    script.write_text(
+        DRIVER.format(
+            fakes_path=str(fakes.path), spec=str(spec), address=address, storage=str(tmp_path / "out")
+        )
+    )
     return script
 
 
 def _start(script, *args):
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for(exp: Path, proc, done: int, timeout: float = 180.0) -> dict:
@@ -95,7 +103,7 @@ def test_sigint_then_resume_finishes_only_missing_trials(ray_session, fakes, tmp
     resumed = _start(script, "--resume")
     out, _ = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, out
-    _check_finished(exp, {n: "COMPLETED" for n in finished})
+    _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))
 
 
 @pytest.mark.slow

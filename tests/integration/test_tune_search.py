@@ -1,7 +1,6 @@
 """A small Optuna TPE + ASHA search through Tune (fake runner): stopped trials reach Optuna as PRUNED, the best
 trial is a completed one, and the report lists both."""
 
-
 import yaml
 from optuna.trial import TrialState
 
@@ -51,7 +50,9 @@ def test_search_prunes_and_picks_a_completed_best(ray_session, fakes, tmp_path):
 
     assert finish(sweep) == 0
     status = yaml.safe_load((sweep.experiment_dir / "trial_status.yaml").read_text())["trials"]
-    assert sorted(s["status"] for s in status.values()) == sorted(["COMPLETED"] * len(finished) + ["STOPPED"] * len(stopped))
+    assert sorted(s["status"] for s in status.values()) == sorted(
+        ["COMPLETED"] * len(finished) + ["STOPPED"] * len(stopped)
+    )
     records = collect(sweep.experiment_dir)
     assert best_trial(records).last["final_ap"] == best.metrics["final_ap"]
     md = (sweep.experiment_dir / "results.md").read_text()

@@ -32,9 +32,14 @@ def placed_run(cfg, out_dir, on_task_end):
         metrics = {"task": k + 1, "ap_seen": 50.0}
         if k == 1:
             metrics["final_ap"] = 50.0
-            where = {"node": ray.get_runtime_context().get_node_id(), "start": start, "end": time.time(),
-                     "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available(),
-                     "gpu_ids": ray.get_gpu_ids()}
+            where = {
+                "node": ray.get_runtime_context().get_node_id(),
+                "start": start,
+                "end": time.time(),
+                "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "cuda": torch.cuda.is_available(),
+                "gpu_ids": ray.get_gpu_ids(),
+            }
             (out_dir / "where.json").write_text(json.dumps(where))
         on_task_end(metrics, out_dir / "checkpoints")
     return {}
@@ -50,8 +55,15 @@ def test_half_gpu_trials_run_two_per_node(tmp_path):
 
     if ray.is_initialized():  # the integration tests' shared Ray; their fixture restarts it when needed
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False,
-                                                            "object_store_memory": 100 * 1024**2})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "object_store_memory": 100 * 1024**2,
+        },
+    )
     workers = [cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=100 * 1024**2) for _ in range(2)]
     try:
         ray.init(address=cluster.address, log_to_driver=False)
@@ -62,7 +74,9 @@ def test_half_gpu_trials_run_two_per_node(tmp_path):
         sweep = load_sweep(spec, storage=tmp_path / "shared")
         grid = build_tuner(sweep, run_fn=placed_run, progress_interval_s=1e9).fit()
         assert len(grid) == 4 and not grid.errors
-        where = [json.loads(p.read_text()) for p in (tmp_path / "shared" / "multinode").glob("*/*/where.json")]
+        where = [
+            json.loads(p.read_text()) for p in (tmp_path / "shared" / "multinode").glob("*/*/where.json")
+        ]
         assert len(where) == 4
         nodes = [w["node"] for w in where]
         assert sorted(nodes.count(n) for n in set(nodes)) == [2, 2]

@@ -240,5 +240,5 @@ def test_random_vilt_is_seeded_and_leaves_the_global_rng_alone():
     state = torch.random.get_rng_state()
     a, b = build_random_vilt(seed=3), build_random_vilt(seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not any(p.requires_grad for p in a.parameters()) and not a.training

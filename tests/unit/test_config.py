@@ -25,8 +25,17 @@ def test_defaults_are_the_paper_names():
     assert (cfg.loss.lambda1, cfg.loss.lambda2) == (0.1, 0.1)
     assert cfg.model.variant == "delo" and cfg.model.gate == "ste" and cfg.seed == 0
     assert cfg.data.name == "synthetic" and cfg.model.backbone == "tiny"
-    for key in ["model.E", "model.r", "model.alpha", "model.beta", "loss.lambda1", "loss.lambda2",
-                "model.variant", "model.gate", "seed"]:
+    for key in [
+        "model.E",
+        "model.r",
+        "model.alpha",
+        "model.beta",
+        "loss.lambda1",
+        "loss.lambda2",
+        "model.variant",
+        "model.gate",
+        "seed",
+    ]:
         assert key in VALID_KEYS
 
 
@@ -41,7 +50,11 @@ def test_schema_defaults_are_the_paper_settings_and_the_profile_has_its_own():
 def test_method_switches_default_to_todays_behaviour():
     cfg = load_config()
     assert (cfg.model.pairing, cfg.model.entry_rank, cfg.model.scale, cfg.model.a_init) == (
-        "rank", "one", "alpha_over_r", "kaiming")
+        "rank",
+        "one",
+        "alpha_over_r",
+        "kaiming",
+    )
     assert (cfg.loss.con_proxy, cfg.loss.con_grad, cfg.loss.align_layers) == ("swap", "all", "all")
     assert cfg.train.router_lr_mult == 1.0 and cfg.debug.diagnostics is True
     # diagnostics never change results, so they are outside the hash
@@ -54,7 +67,13 @@ def test_yaml_extends_and_overrides(tmp_path):
     cfg = load_config(child, ["loss.lambda2=0", "model.gate=weighted"])
     # YAML 1.1 reads 1e-3 as a string; the lax float still turns it into a number.
     assert cfg.loss.lambda1 == pytest.approx(1e-3)
-    assert (cfg.model.E, cfg.model.r, cfg.seed, cfg.loss.lambda2, cfg.model.gate) == (8, 3, 5, 0.0, "weighted")
+    assert (cfg.model.E, cfg.model.r, cfg.seed, cfg.loss.lambda2, cfg.model.gate) == (
+        8,
+        3,
+        5,
+        0.0,
+        "weighted",
+    )
 
 
 def test_config_is_frozen_and_hash_is_stable():

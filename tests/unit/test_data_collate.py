@@ -154,4 +154,4 @@ def test_worker_processes(tmp_path):
     parallel = [
         b["input_ids"] for b in make_loader(samples, backbone, 4, shuffle=True, seed=3, num_workers=2)
     ]
-    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))

@@ -38,7 +38,7 @@ def make_food101(root: Path, classes=FOOD_CLASSES, text: str = "csv", per_split=
     split, titles, rows = {"train": [], "val": [], "test": []}, {}, {"train": [], "test": []}
     for cls in classes:
         n = 0
-        for s, count in zip(("train", "val", "test"), per_split):
+        for s, count in zip(("train", "val", "test"), per_split, strict=True):
             folder = "test" if s == "test" else "train"
             for _ in range(count):
                 name = f"{cls}_{n}.jpg"

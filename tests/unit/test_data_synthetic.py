@@ -55,7 +55,8 @@ def test_world_words_and_pretraining_pairs(tmp_path, monkeypatch):
     again = sample_pairs(5, 40)
     assert len(pairs) == 40 and all(img.size == (64, 64) and img.mode == "RGB" for img, _ in pairs)
     assert all(
-        np.array_equal(np.asarray(a), np.asarray(b)) and s == t for (a, s), (b, t) in zip(pairs, again)
+        np.array_equal(np.asarray(a), np.asarray(b)) and s == t
+        for (a, s), (b, t) in zip(pairs, again, strict=True)
     )
     assert [t for _, t in sample_pairs(6, 40)] != [t for _, t in pairs]
     words = {w for _, text in sample_pairs(0, 400) for w in re.findall(r"[a-z]+", text)}

@@ -59,7 +59,10 @@ def test_pairing_rank_pairs_by_score_and_index_pairs_by_factor_index():
     # slot 0 now pairs a_1 with b_0 (rank pairing: a_3 with b_0); each slot keeps its own factors' scores
     p_a = torch.tensor([0.0, 2.0, 1.0, 3.0]).softmax(0)
     s_b = torch.tensor([9.0, 0.0, 5.0, 1.0]).softmax(0) + 0.25
-    gamma = lambda a, b: (2 * p_a[a] / p_a[[1, 3]].sum()) * (2 * s_b[b] / s_b[[0, 2]].sum())
+
+    def gamma(a, b):
+        return (2 * p_a[a] / p_a[[1, 3]].sum()) * (2 * s_b[b] / s_b[[0, 2]].sum())
+
     torch.testing.assert_close(by_index.gamma[0, 0, 0], torch.stack([gamma(1, 0), gamma(3, 2)]))
     torch.testing.assert_close(rank.gamma[0, 0, 0], torch.stack([gamma(3, 0), gamma(1, 2)]))
 
@@ -222,8 +225,8 @@ def test_con_grad_main_rows_reaches_only_main_selected_rows():
     lead = model.sites[0].group.sites
     keep = masked.rows_main[lead[0].site]  # (2 [A, B], G, P, E)
     outside = 0
-    for g, site in enumerate(lead):
-        for j, name in enumerate(("A", "B")):
+    for g, _site in enumerate(lead):
+        for j, _name in enumerate(("A", "B")):
             mask = keep[j, g]  # (P, E)
             gm, gf = g_masked[4 * g + j], g_full[4 * g + j]
             assert torch.count_nonzero(gm[~mask]) == 0

@@ -76,7 +76,12 @@ def test_seen_metrics_per_row():
     assert math.isnan(metrics.seen_bwt(R3, 0))
     assert metrics.seen_bwt(R3, 1) == pytest.approx(-10.0)
     s = metrics.summarize(R3, upto=1)
-    assert s == {"ap": pytest.approx(80.0), "fg": pytest.approx(10.0), "last": 90.0, "bwt": pytest.approx(-10.0)}
+    assert s == {
+        "ap": pytest.approx(80.0),
+        "fg": pytest.approx(10.0),
+        "last": 90.0,
+        "bwt": pytest.approx(-10.0),
+    }
 
 
 def test_nan_entries_are_left_out():

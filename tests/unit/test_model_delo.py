@@ -322,7 +322,7 @@ def test_routing_stats_count_selections_and_reset():
         assert (counts.sum(-1) == 4 * 2).all()  # every sample picks r = 2 per pool, A and B
     complete = batch["missing"] == 0
     assert sorted(stats["query_cos"]) == sorted(out.query_sites)
-    for site, raw in zip(out.query_sites, out.queries):
+    for site, raw in zip(out.query_sites, out.queries, strict=True):
         cos = (
             torch.nn.functional.cosine_similarity(raw[complete, 0], raw[complete, 1], dim=-1).mean().detach()
         )

@@ -22,8 +22,9 @@ def test_cluster_launcher_config_validates():
     assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
 
 
-@pytest.mark.parametrize("name,kinds", [("raycluster.yaml", ["RayCluster", "PersistentVolumeClaim"]),
-                                        ("rayjob.yaml", ["RayJob"])])
+@pytest.mark.parametrize(
+    "name,kinds", [("raycluster.yaml", ["RayCluster", "PersistentVolumeClaim"]), ("rayjob.yaml", ["RayJob"])]
+)
 def test_kuberay_manifests(name, kinds):
     docs = list(yaml.safe_load_all((ROOT / "launch" / "k8s" / name).read_text()))
     assert [d["kind"] for d in docs] == kinds

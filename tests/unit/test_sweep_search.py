@@ -46,7 +46,9 @@ def test_paper_point_first():
 
 def _searcher(T=5, objective="ap_seen"):
     space = SearchSpace(load_sweep(ROOT / "sweeps/search.yaml").spec.search.space, base_E=16)
-    return PrunedAwareOptunaSearch(space=space, metric="ap_seen", mode="max", seed=0, num_tasks=T, objective=objective)
+    return PrunedAwareOptunaSearch(
+        space=space, metric="ap_seen", mode="max", seed=0, num_tasks=T, objective=objective
+    )
 
 
 def _states(s):
@@ -89,8 +91,17 @@ def test_searcher_pickles_for_restore(tmp_path):
     assert t.num_tasks == 5 and "a" in t._ot_trials
 
 
-@pytest.mark.parametrize("T,grace,rf,expected", [(5, 2, 2, [2, 4]), (10, 2, 2, [2, 4, 8]), (10, 2, 3, [2, 6]),
-                                                  (10, 1, 2, [1, 2, 4, 8]), (3, 2, 2, [2]), (4, 2, 2, [2, 4])])
+@pytest.mark.parametrize(
+    "T,grace,rf,expected",
+    [
+        (5, 2, 2, [2, 4]),
+        (10, 2, 2, [2, 4, 8]),
+        (10, 2, 3, [2, 6]),
+        (10, 1, 2, [1, 2, 4, 8]),
+        (3, 2, 2, [2]),
+        (4, 2, 2, [2, 4]),
+    ],
+)
 def test_asha_rungs(T, grace, rf, expected):
     assert asha_rungs(T, grace, rf) == expected
     sched = ASHAScheduler(time_attr="task", max_t=T, grace_period=grace, reduction_factor=rf, brackets=1)

@@ -59,8 +59,13 @@ def _grid_config(sweep):
 def test_trial_reports_each_task_with_checkpoint(fake_tune, fakes):
     reports, _, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
-    run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1},
-                    run_fn=fakes.fake_run)
+    run_trial(
+        _grid_config(sweep),
+        base=sweep.base,
+        exp_dir=str(trial_dir.parent),
+        resources={"cpu": 1},
+        run_fn=fakes.fake_run,
+    )
     assert [m["task"] for m, _ in reports] == [1, 2, 3]
     assert all("ap_seen" in m for m, _ in reports)
     assert ["final_ap" in m for m, _ in reports] == [False, False, True]
@@ -74,11 +79,15 @@ def test_trial_resumes_from_tune_checkpoint(fake_tune, fakes):
     reports, box, trial_dir = fake_tune
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=3"])
     config = _grid_config(sweep)
-    run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run)
+    run_trial(
+        config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run
+    )
     # Retry after task 1: Tune hands back the task-1 checkpoint; stale runner files must not win.
     box["checkpoint"] = ray_tune.Checkpoint.from_directory(str(reports[0][1]))
     reports.clear()
-    run_trial(config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run)
+    run_trial(
+        config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run
+    )
     assert [m["task"] for m, _ in reports] == [2, 3]
 
 
@@ -89,8 +98,9 @@ def test_report_without_metric_is_an_error(fake_tune, tmp_path):
         on_task_end({"task": 1, "acc": 1.0}, Path(out_dir))
 
     with pytest.raises(KeyError, match="ap_seen"):
-        run_trial(_grid_config(sweep), base=sweep.base, exp_dir=str(tmp_path), resources={"cpu": 1},
-                        run_fn=bad_run)
+        run_trial(
+            _grid_config(sweep), base=sweep.base, exp_dir=str(tmp_path), resources={"cpu": 1}, run_fn=bad_run
+        )
 
 
 def test_launch_bad_spec_exits_2_and_writes_nothing(tmp_path, capsys):
