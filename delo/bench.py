@@ -1,3 +1,4 @@
+# Over 450 lines: one module per benchmark target would scatter the shared timing and reporting helpers.
 """Performance figures of the model and the sweep machinery (issue 7); ``launch/bench.py`` writes them as JSON.
 
 Every figure is one function returning ``{"value", "target", "met", ...context}``. Time figures are ratios of

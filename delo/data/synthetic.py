@@ -1,3 +1,4 @@
+# Over 450 lines: the world (cues, drawing) and its two on-disk layouts are one generator, versioned together.
 """Embedded synthetic benchmark (protocol.md §8): a tiny world with complementary image and text cues.
 
 Every class (multi-class world ``mc``) or genre (multi-label world ``ml``) has an image motif, a glyph shape in
