@@ -101,6 +101,14 @@ def _exp(tmp_path, table="rank_factor"):
     return exp
 
 
+def assert_matplotlib_png(path: Path) -> None:
+    """Drawn by matplotlib (its PNG 'Software' text chunk) and readable at a glance (>= 1000 px wide)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert "matplotlib" in image.info.get("Software", "").lower(), image.info
+        assert image.size[0] >= 1000, image.size
+
+
 def test_error_reason_is_the_exception_line(tmp_path):
     (tmp_path / "error.txt").write_text(
         ERROR_TXT + ERROR_TXT.replace("# 1", "# 2").replace("step 5", "step 7")
@@ -135,7 +143,7 @@ def test_rank_factor_report(tmp_path):
         "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
     )
     for png in ("ap_grid.png", "best_matrix.png"):
-        assert Image.open(exp / png).size[0] > 100
+        assert_matplotlib_png(exp / png)
 
 
 def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
@@ -152,6 +160,9 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
     assert "1 stopped early by ASHA" in md
     assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
     assert "ap_fg.png" in {p.name for p in paths}
+    for path in paths:
+        if path.suffix == ".png":
+            assert_matplotlib_png(path)
 
 
 def test_confidence_interval_uses_students_t():
@@ -161,3 +172,53 @@ def test_confidence_interval_uses_students_t():
     assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
     assert mean_ci([5.0]) == (5.0, None)
     assert mean_ci([]) == (None, None)
+
+
+def _grid_trial(exp: Path, name: str, overrides: dict, seed: int, ap: float, fg: float) -> None:
+    """A completed grid trial with val rows only; overrides are dotted run-config keys."""
+    d = exp / name
+    (d / name).mkdir(parents=True)
+    cfg: dict = {"seed": seed}
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+    info = {
+        "trial_id": name[-5:],
+        "label": overrides.get("variant", label),
+        "variant": overrides.get("variant", ""),
+        "seed": seed,
+        "overrides": {**{k: v for k, v in overrides.items() if k != "variant"}, "seed": seed},
+        "config": cfg,
+        "out_dir": name,
+    }
+    (d / "trial.json").write_text(json.dumps(info))
+    rows = [{"task": 1, "ap_seen": ap}, {"task": 2, "ap_seen": ap, "final_ap": ap, "final_fg": fg}]
+    (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / name / "result.json").write_text(json.dumps({"matrix": [[ap, None], [ap, ap]]}))
+
+
+def _spec(exp: Path, table: str) -> None:
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "sweep_spec.yaml").write_text(
+        yaml.safe_dump({"spec": {"name": table, "table": table}, "base": {}})
+    )
+
+
+def test_missing_grid_draws_ap_against_eta_per_type(tmp_path):
+    exp = tmp_path / "missing"
+    _spec(exp, "missing")
+    n = 0
+    for kind in ("text", "image", "both"):
+        for eta in (0.1, 0.5, 0.9):
+            over = {"data.missing.type": kind, "data.missing.eta": eta}
+            _grid_trial(exp, f"t{n:05d}", over, 0, 80 - 20 * eta, 5.0)
+            n += 1
+    paths = {p.name: p for p in write_report(exp)}
+    assert set(paths) == {"results.csv", "results.md", "ap_missing.png", "best_matrix.png"}
+    for name in ("ap_missing.png", "best_matrix.png"):
+        assert_matplotlib_png(paths[name])
+    assert "| text | 78.00 / 5.00 | 70.00 / 5.00 | 62.00 / 5.00 |" in (exp / "results.md").read_text()
