@@ -23,10 +23,12 @@ from delo.sweep.records import (
     TrialRecord,
     best_trial,
     collect,
+    excludes_zero,
     fmt_ms,
     groups,
     mean_ci,
     metric,
+    paired_difference,
     split_used,
 )
 
@@ -144,6 +146,7 @@ def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str])
         "",
     ]
     lines += LAYOUTS.get(table, _table_generic)(records, split)
+    lines += _paired_section(records, table, split)
     lines += ["", "## All trials", "", *_table_trials(records)]
     failed = [r for r in records if r.status == Status.ERROR]
     if failed:
@@ -298,6 +301,56 @@ def _table_search(records, split) -> list[str]:
                 f"FG {_num(best.last.get(TEST_FG))} (test rows stored with the trial, never used for selection)."
             ),
         ]
+    return out
+
+
+EXCLUDES_ZERO = "†"
+"""Marks a paired difference whose 95 % interval excludes 0."""
+
+
+def reference_group(records: list[TrialRecord], table: str) -> str | None:
+    """The label of the row a grid is compared against: the full method for components, all losses for losses,
+    the paper point (E=16, r=4) for rank_factor; None for other layouts or when the grid lacks that row."""
+    for label, recs in groups(records).items():
+        first = recs[0]
+        if table == "components" and first.variant == "delo" and first.cfg("model.variant", "delo") == "delo":
+            return label
+        if table == "losses" and first.variant == "full":
+            return label
+        if table == "rank_factor" and (first.cfg("model.E"), first.cfg("model.r")) == (16, 4):
+            return label
+    return None
+
+
+def _fmt_diff(mean: float | None, half: float | None, n: int) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean:+.2f} ± {half:.2f}" if half is not None else f"{mean:+.2f}"
+    return text + (f" {EXCLUDES_ZERO}" if excludes_zero(mean, half) else "") + f" (n={n})"
+
+
+def _paired_section(records: list[TrialRecord], table: str, split: str) -> list[str]:
+    ref = reference_group(records, table)
+    if ref is None:
+        return []
+    by = groups(records)
+    out = [
+        "",
+        f"## Paired differences vs `{ref}`",
+        "",
+        f"Per seed, this row's final metric minus `{ref}`'s with the same seed ({split} split); mean ± half-width "
+        f"of the 95 % CI of the per-seed differences (Student's t, n − 1 df; n = seeds where both completed). "
+        f"{EXCLUDES_ZERO}: the interval excludes 0.",
+        "",
+        "| row | Δ AP | Δ FG |",
+        "|---|---|---|",
+    ]
+    for label, recs in by.items():
+        if label == ref:
+            continue
+        ap = paired_difference(recs, by[ref], FINAL_AP, split)
+        fg = paired_difference(recs, by[ref], FINAL_FG, split)
+        out.append(f"| {label} | {_fmt_diff(*ap)} | {_fmt_diff(*fg)} |")
     return out
 
 

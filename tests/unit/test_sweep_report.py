@@ -222,3 +222,46 @@ def test_missing_grid_draws_ap_against_eta_per_type(tmp_path):
     for name in ("ap_missing.png", "best_matrix.png"):
         assert_matplotlib_png(paths[name])
     assert "| text | 78.00 / 5.00 | 70.00 / 5.00 | 62.00 / 5.00 |" in (exp / "results.md").read_text()
+
+
+def test_components_paired_differences_vs_delo(tmp_path):
+    exp = tmp_path / "components"
+    _spec(exp, "components")
+    data = {  # variant: [(seed, AP, FG)]
+        "delo": [(0, 70.0, 5.0), (1, 72.0, 5.0), (2, 74.0, 5.0)],
+        "no_guide": [(0, 60.0, 6.0), (1, 63.0, 7.0), (2, 63.0, 8.0)],
+        "delo_lora": [(0, 71.0, 5.0), (1, 73.0, 5.0)],
+    }
+    n = 0
+    for variant, rows in data.items():
+        for seed, ap, fg in rows:
+            over = {"variant": variant, "model.variant": variant, "model.E": 16, "model.r": 4}
+            _grid_trial(exp, f"{variant}_s{seed}_{n:05d}", over, seed, ap, fg)
+            n += 1
+    write_report(exp)
+    md = (exp / "results.md").read_text()
+    # delo: mean 72, s = 2, half-width t(0.975, 2) · 2 / √3 = 4.968
+    assert "| DeLo (E=16, r=4) | 72.00 ± 4.97 | 5.00 ± 0.00 | 3/3 | 67.42 / 9.41 |" in md
+    assert "## Paired differences vs `delo`" in md
+    # no_guide - delo per seed: AP -10, -9, -11 (mean -10, s = 1: half 4.3027 / √3 = 2.48, excludes 0);
+    # FG +1, +2, +3 (mean 2, s = 1: 2 ± 2.48 contains 0, no marker)
+    assert "| no_guide | -10.00 ± 2.48 † (n=3) | +2.00 ± 2.48 (n=3) |" in md
+    # delo_lora has seeds 0 and 1 only: AP +1, +1 (s = 0, so the interval is the point and excludes 0)
+    assert "| delo_lora | +1.00 ± 0.00 † (n=2) | +0.00 ± 0.00 (n=2) |" in md
+    assert "| delo |" not in md.split("## Paired differences")[1]
+
+
+def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
+    from delo.sweep.records import TrialRecord, excludes_zero, paired_difference
+
+    def rec(seed, ap, status="COMPLETED"):
+        return TrialRecord(name=f"s{seed}", seed=seed, status=status, last={"final_ap": ap})
+
+    ref = [rec(0, 50.0), rec(1, 52.0), rec(2, 54.0)]
+    mine = [rec(2, 60.0), rec(0, 53.0), rec(1, 56.0, status="ERROR")]  # seed 1 did not complete
+    mean, half, n = paired_difference(mine, ref, "final_ap", "val")
+    # diffs 6 (seed 2), 3 (seed 0): mean 4.5, s = 2.1213, half t(0.975, 1) · s / √2 = 12.706 · 1.5 = 19.06
+    assert n == 2 and mean == 4.5 and half == pytest.approx(12.7062047 * 1.5, rel=1e-6)
+    assert not excludes_zero(mean, half)
+    assert paired_difference(mine[:1], ref, "final_ap", "val") == (6.0, None, 1)
+    assert not excludes_zero(6.0, None)
