@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, TASK, test_key
+from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, test_key
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -214,10 +214,6 @@ def excludes_zero(mean: float | None, half: float | None) -> bool:
     return mean is not None and half is not None and abs(mean) > half
 
 
-PARAMS_TRAINABLE = "params_trainable"
-"""Trainable parameters of the latest task (its adapters and head): the size objective of a Pareto search."""
-
-
 def params_of(rec: TrialRecord) -> int | None:
     """Trainable parameters per task: the runner's count, else the one the trial reported."""
     count = (rec.params or {}).get("trainable")
@@ -227,7 +223,9 @@ def params_of(rec: TrialRecord) -> int | None:
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     """Completed trials no other completed trial beats on both val final AP (higher) and trainable parameters
     (fewer), by parameter count; val only, since the search chose from val."""
-    done = [r for r in records if r.completed and r.last.get(FINAL_AP) is not None and params_of(r) is not None]
+    done = [
+        r for r in records if r.completed and r.last.get(FINAL_AP) is not None and params_of(r) is not None
+    ]
 
     def dominated(r: TrialRecord) -> bool:
         ap, n = r.last[FINAL_AP], params_of(r)

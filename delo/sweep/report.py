@@ -29,6 +29,8 @@ from delo.sweep.records import (
     mean_ci,
     metric,
     paired_difference,
+    params_of,
+    pareto_front,
     split_used,
 )
 
@@ -354,6 +356,37 @@ def _paired_section(records: list[TrialRecord], table: str, split: str) -> list[
     return out
 
 
+def _table_pareto(records, split) -> list[str]:
+    """The Pareto front of a multi-objective search (val final AP up, trainable parameters down), each front
+    trial with its val and test rows, then the usual ranking by val final AP."""
+    front = pareto_front(records)
+    keys = sorted({k for r in records for k in r.overrides if k != "seed"})
+    out = [
+        "## Pareto front",
+        "",
+        "Completed trials that no other completed trial beats on both val final AP (higher) and trainable "
+        "parameters per task (fewer: the latest task's adapters and head, counted by the runner); by size. "
+        "Chosen on val; the test row is reported, never used for the choice.",
+        "",
+        "| trial | " + " | ".join(keys) + " | trainable | split | AP ↑ | FG ↓ | Last | BWT |",
+        "|---" * (len(keys) + 7) + "|",
+    ]
+    for r in front:
+        first = [f"`{r.name}`", *(_short_value(r.overrides.get(k)) for k in keys), _fmt_params(params_of(r))]
+        for row_split in ("val", "test"):
+            names = [FINAL_AP, FINAL_FG, "final_last", "final_bwt"]
+            if row_split == "test":
+                names = [test_key(k) for k in names]
+                if r.last.get(names[0]) is None:
+                    continue
+                first = [""] * len(first)  # the test row sits under its val row
+            cells = [*first, row_split, *(_num(r.last.get(k)) for k in names)]
+            out.append("| " + " | ".join(cells) + " |")
+    if not front:
+        out.append("| (no completed trial with a parameter count) |" + " |" * (len(keys) + 6))
+    return out + ["", *_table_search(records, split)]
+
+
 def _table_generic(records, split) -> list[str]:
     out = ["## Results", "", "| trial group | AP ↑ | FG ↓ | n |", "|---|---|---|---|"]
     for label, recs in groups(records).items():
@@ -390,6 +423,7 @@ LAYOUTS = {
     "losses": _table_losses,
     "missing": _table_missing,
     "search": _table_search,
+    "pareto": _table_pareto,
 }
 """A spec's ``table`` -> its results.md layout (paper Tables 5, 4, 6; the missing grid; the search ranking)."""
 TABLES = (*LAYOUTS, GENERIC)

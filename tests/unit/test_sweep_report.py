@@ -265,3 +265,21 @@ def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
     assert not excludes_zero(mean, half)
     assert paired_difference(mine[:1], ref, "final_ap", "val") == (6.0, None, 1)
     assert not excludes_zero(6.0, None)
+
+
+def test_pareto_front_table_and_scatter(tmp_path):
+    exp = tmp_path / "pareto"
+    _spec(exp, "pareto")
+    # (E, r, AP): params 8000 * E, so E=4/60 and E=16/70 trade off, E=16/r=8 at 65 and E=32 at 69 are dominated
+    for n, (E, r, ap) in enumerate([(4, 2, 60.0), (16, 4, 70.0), (16, 8, 65.0), (32, 4, 69.0)]):
+        _trial(exp, f"E{E}_r{r}_s0_0000{n}", E, r, 0, ap)
+    paths = {p.name: p for p in write_report(exp)}
+    assert set(paths) == {"results.csv", "results.md", "pareto.png", "best_matrix.png"}
+    for name in ("pareto.png", "best_matrix.png"):
+        assert_matplotlib_png(paths[name])
+    md = (exp / "results.md").read_text()
+    section = md.split("## Pareto front")[1].split("## Search")[0]
+    assert "| `E4_r2_s0_00000` | 4 | 2 | 32.0k | val | 60.00 | 10.00 | – | – |" in section
+    assert "|  |  |  | test | 59.00 | 11.00 | – | – |" in section
+    assert "| `E16_r4_s0_00001` | 16 | 4 | 0.13M | val | 70.00 |" in section
+    assert "E16_r8" not in section and "E32_r4" not in section
