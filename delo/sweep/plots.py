@@ -215,6 +215,7 @@ def _pareto_scatter(records: list[TrialRecord]):
         for n, _, r in pts:
             ax.annotate(r.label, (n, r.last[FINAL_AP]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.08)  # room for the labels of the outermost points
     ax.set_xlabel("trainable parameters per task (latest task's adapters + head, log scale)")
     ax.set_ylabel("final AP (%, val split)")
     ax.grid(alpha=0.3, which="both")
