@@ -168,9 +168,13 @@ def write_hparams_config(sweep: Sweep) -> None:
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 values = [float(v) for v in values] if any(isinstance(v, float) for v in values) else values
             domains[key] = sorted(values) if len(values) > 1 else None
+        swept = [k for k, values in varied.items() if len(values) > 1]
     else:
         domains.update(sweep.space.hparam_domains())
-    write(exp, domains, metric_tags(test=sweep.base_config.eval.test))
+        swept = list(sweep.space.hparam_domains())
+    # The swept keys first, so that TensorBoard ticks them by default (tblog.write_hparams_config).
+    domains = {k: domains[k] for k in [*swept, *(k for k in domains if k not in swept)]}
+    write(exp, domains, metric_tags(test=sweep.base_config.eval.test), varied=swept)
 
 
 # ----------------------------------------------------------------------------------------------------------
