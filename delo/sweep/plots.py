@@ -52,6 +52,74 @@ def write_plots(records: list[TrialRecord], table: str, exp: Path) -> list[Path]
     best = best_trial(records)
     if best is not None and (best.matrix or best.test_matrix):
         out.append(_save(_matrix(best, split), exp / "best_matrix.png"))
+    if table in ("search", "pareto"):
+        out += _optuna_figures(exp)
+    return out
+
+
+def _optuna_figures(exp: Path) -> list[Path]:
+    """Optuna's own matplotlib views of the sweep's study (optuna_study.db): the optimisation history and the
+    parameter importances of val final AP. PED-ANOVA importances: Optuna's default fANOVA needs scikit-learn,
+    which the project does not install. None when there is no study or too few finished trials."""
+    import warnings
+
+    from delo.sweep.experiment import OPTUNA_DB, optuna_storage_url
+
+    if not (exp / OPTUNA_DB).is_file():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # Optuna draws through pyplot; never a GUI backend in a driver or a test
+    import optuna
+    from matplotlib import pyplot as plt
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summaries = optuna.get_all_study_summaries(optuna_storage_url(exp), include_best_trial=False)
+    if len(summaries) != 1:
+        return []
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=optuna_storage_url(exp))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return []
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    name = "val final AP (%)"
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
+        views = [
+            (
+                "optuna_history.png",
+                lambda: ovm.plot_optimization_history(study, target=target, target_name=name),
+            )
+        ]
+        if len(done) >= 2:
+            views.append(
+                (
+                    "optuna_importances.png",
+                    lambda: ovm.plot_param_importances(
+                        study, evaluator=PedAnovaImportanceEvaluator(), target=target, target_name=name
+                    ),
+                )
+            )
+        for filename, draw in views:
+            try:
+                ax = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. importances of a constant objective
+                plt.close("all")
+                continue
+            fig = ax.figure
+            fig.set_size_inches(WIDTH_IN, 5.5)
+            # Optuna titles some views on the left: one centred title with the study and split instead.
+            title = ax.get_title() or ax.get_title(loc="left")
+            ax.set_title("", loc="left")
+            ax.set_title(f"{title}: study {study.study_name!r}, {len(done)} completed trials (val split)")
+            fig.tight_layout()
+            out.append(_save(fig, exp / filename))
+            plt.close(fig)
     return out
 
 

@@ -61,6 +61,10 @@ def test_search_prunes_and_picks_a_completed_best(ray_session, fakes, tmp_path):
     assert best_trial(records).last["final_ap"] == best.metrics["final_ap"]
     md = (sweep.experiment_dir / "results.md").read_text()
     assert f"{len(stopped)} stopped early by ASHA" in md and "**Best (val final_ap):**" in md
+    assert {"ap_fg.png", "optuna_history.png", "optuna_importances.png"} <= {
+        p.name for p in sweep.experiment_dir.glob("*.png")
+    }
+    _all_matplotlib(sweep.experiment_dir)
 
 
 PARETO = """name: tiny_pareto
@@ -97,4 +101,14 @@ def test_multi_objective_search_records_a_two_direction_study_and_a_front(ray_se
     assert "## Pareto front" in md
     section = md.split("## Pareto front")[1].split("## Search")[0]
     assert section.count("| val |") == len(front) and section.count("| test |") == len(front)
-    assert (sweep.experiment_dir / "pareto.png").is_file()
+    pngs = {p.name for p in sweep.experiment_dir.glob("*.png")}
+    assert pngs == {"pareto.png", "best_matrix.png", "optuna_history.png", "optuna_importances.png"}
+    _all_matplotlib(sweep.experiment_dir)
+
+
+def _all_matplotlib(folder):
+    from PIL import Image
+
+    for path in folder.glob("*.png"):
+        with Image.open(path) as image:
+            assert "matplotlib" in image.info.get("Software", "").lower() and image.size[0] >= 1000, path
