@@ -119,4 +119,26 @@ def make_trainable(
 ):
     """The trainable with the base config bound (object store) and the spec's resources per trial."""
     fn = tune.with_parameters(run_trial, base=base, exp_dir=str(exp_dir), resources=resources, run_fn=run_fn)
-    return tune.with_resources(fn, resources)
+    return named_by_trial(tune.with_resources(fn, resources))
+
+
+def named_by_trial(fn):
+    """The function trainable as Tune's own class, whose repr is the trial folder (label, seed, trial id).
+
+    Ray records an actor's ``repr`` once it is created and shows it as the actor's name on the dashboard's
+    Actors page and in log prefixes; Tune's class for a function answers ``run_trial`` for every trial."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base_cls = wrap_function(fn)  # reads the resources with_resources attached
+
+    class TrialActor(base_cls):
+        def __repr__(self) -> str:
+            storage = getattr(self, "_storage", None)
+            name = getattr(storage, "trial_dir_name", None)
+            if name:
+                return Path(name).name
+            info = getattr(self, "_trial_info", None)
+            return info.trial_name if info is not None else base_cls._name
+
+    TrialActor.__name__ = TrialActor.__qualname__ = "DeloTrial"
+    return TrialActor
