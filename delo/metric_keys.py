@@ -15,10 +15,17 @@ FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_ORACLE)
 SELECTION_KEYS = (AP_SEEN, "acc_new", "fg_seen", "bwt_seen", "key_acc")
 KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
 """Task-key accuracy on one missing type, reported per task next to ``key_acc``."""
+PARAMS_TRAINABLE = "params_trainable"
+"""Trainable parameters of the latest task (its adapters and head), added to a trial's last report from the
+runner's result.json: the size objective of a multi-objective (Pareto) search."""
+PARAMS_TOTAL = "params_total"
+"""Backbone + every task's adapters and heads, beside PARAMS_TRAINABLE."""
 TEST_PREFIX = "test_"
 """The test-split mirror of a key (``test_final_ap``): stored, never used for selection."""
 SEARCH_METRICS = (AP_SEEN, FINAL_AP)
 """Allowed search objectives: val AP over seen tasks after each task, or the final val AP (ap_seen after task T)."""
+OBJECTIVE_METRICS = (FINAL_AP, PARAMS_TRAINABLE, PARAMS_TOTAL)
+"""Allowed objectives of a multi-objective search (each in a finished trial's last report)."""
 
 
 def test_key(key: str) -> str:

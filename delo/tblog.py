@@ -184,28 +184,47 @@ class TBLogger:
 
 
 def write_hparams_config(
-    log_dir: str | Path, hparams: Mapping[str, Any] | Iterable[Any], metrics: Iterable[str]
+    log_dir: str | Path,
+    hparams: Mapping[str, Any] | Iterable[Any],
+    metrics: Iterable[str],
+    varied: Iterable[str] = (),
 ) -> None:
     """Experiment-level hparams config: every hyperparameter with its domain, and the metric tags.
 
     ``hparams`` is a list of ``summary_v2.HParam`` or a mapping name -> domain, where a domain is a
     ``summary_v2.Domain``, a ``(low, high)`` pair (ints -> IntInterval, else RealInterval), a list of discrete
-    values, or None.
+    values, or None. ``varied`` names the hyperparameters the sweep varies: they are listed first and marked
+    ``differs``. TensorBoard's backend sorts an experiment's hparams by ``differs``, then by name, and the
+    HParams table ticks only the first few columns by default; without the mark those are the alphabetically
+    first constants (data.assign, data.layout, ...), and the swept keys sit unticked at the bottom.
     """
     from torch.utils.tensorboard import SummaryWriter
 
     summary_v2, _, _ = _proto_modules()
     if isinstance(hparams, Mapping):
         hparams = [summary_v2.HParam(name, _domain(summary_v2, dom)) for name, dom in hparams.items()]
+    varied = set(varied)
+    hparams = sorted(hparams, key=lambda h: h.name not in varied)  # stable: swept keys first, in given order
     metric_objs = [summary_v2.Metric(tag) for tag in metrics]
-    pb = summary_v2.hparams_config_pb(
-        hparams=list(hparams), metrics=metric_objs, time_created_secs=time.time()
-    )
+    pb = summary_v2.hparams_config_pb(hparams=hparams, metrics=metric_objs, time_created_secs=time.time())
+    if varied:
+        _mark_differs(pb, varied)
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
         writer.file_writer.add_summary(pb)
     finally:
         writer.close()
+
+
+def _mark_differs(pb, varied: set[str]) -> None:
+    """Set HParamInfo.differs on the varied hparams inside an hparams-config summary (summary_v2 has no
+    argument for it)."""
+    _, _, plugin_data_pb2 = _proto_modules()
+    value = pb.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in varied
+    value.metadata.plugin_data.content = data.SerializeToString()
 
 
 def _domain(summary_v2, spec: Any):

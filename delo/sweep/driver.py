@@ -21,6 +21,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from delo.config import ConfigError
 from delo.sweep.experiment import (
+    OPTUNA_DB,
     Status,
     check_resumable,
     has_experiment,
@@ -34,7 +35,7 @@ from delo.sweep.grid import TRIAL_KEY, trial_of
 from delo.sweep.progress import SweepProgress
 from delo.sweep.report import write_report
 from delo.sweep.search import TUNE_METRIC, optuna_name
-from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher
+from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
 from delo.sweep.spec import Sweep, load_sweep
 from delo.sweep.trainable import RunFn, make_trainable
 
@@ -73,10 +74,11 @@ def build_tuner(
     if spec.grid is not None:
         tune_config = tune.TuneConfig(num_samples=1, **common)
     else:
+        relax_metric_check(sweep)
         tune_config = tune.TuneConfig(
             metric=TUNE_METRIC,
             mode=spec.search.mode,
-            search_alg=searcher or make_searcher(sweep),
+            search_alg=searcher or make_searcher(sweep, storage=study_storage(sweep)),
             scheduler=make_scheduler(sweep),
             num_samples=spec.search.num_samples,
             **common,
@@ -100,6 +102,15 @@ def build_tuner(
     )
 
 
+def relax_metric_check(sweep: Sweep) -> None:
+    """A multi-objective search's objectives (final_ap, params_trainable) exist only in a trial's last report,
+    but Tune requires every searcher metric in every report unless TUNE_DISABLE_STRICT_METRIC_CHECKING is set
+    (read by the driver's TuneController at each result). The trainable still refuses a report without task
+    and ap_seen, and the searcher tells FAIL for a finished trial that lacks an objective."""
+    if sweep.spec.search is not None and sweep.spec.search.multi_objective:
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+
+
 def can_restore(path: Path) -> bool:
     """Tuner.can_restore only checks tuner.pkl (written at construction); the state file proves a started run."""
     return tune.Tuner.can_restore(str(path)) and has_tune_state(path)
@@ -108,6 +119,7 @@ def can_restore(path: Path) -> bool:
 def restore_tuner(sweep: Sweep, run_fn: RunFn | None = None) -> tune.Tuner:
     """Continue the experiment: unfinished and errored trials resume from their last checkpoints; finished ones
     are kept as they are. The searcher (Optuna study), scheduler and callbacks come back from the experiment."""
+    relax_metric_check(sweep)
     return tune.Tuner.restore(
         str(sweep.experiment_dir), _trainable(sweep, run_fn), resume_unfinished=True, resume_errored=True
     )
@@ -156,9 +168,13 @@ def write_hparams_config(sweep: Sweep) -> None:
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 values = [float(v) for v in values] if any(isinstance(v, float) for v in values) else values
             domains[key] = sorted(values) if len(values) > 1 else None
+        swept = [k for k, values in varied.items() if len(values) > 1]
     else:
         domains.update(sweep.space.hparam_domains())
-    write(exp, domains, metric_tags(test=sweep.base_config.eval.test))
+        swept = list(sweep.space.hparam_domains())
+    # The swept keys first, so that TensorBoard ticks them by default (tblog.write_hparams_config).
+    domains = {k: domains[k] for k in [*swept, *(k for k in domains if k not in swept)]}
+    write(exp, domains, metric_tags(test=sweep.base_config.eval.test), varied=swept)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -273,6 +289,12 @@ def launch(
             + (" --reload_multifile=true" if restoring else ""),
             flush=True,
         )
+        if sweep.spec.search is not None:
+            print(
+                f"Optuna study {sweep.name!r}: optuna-dashboard sqlite:///{exp / OPTUNA_DB}  "
+                '(pip install -e ".[dashboard]")',
+                flush=True,
+            )
         tuner = restore_tuner(sweep, run_fn) if restoring else build_tuner(sweep, run_fn, progress_interval_s)
         tuner.fit()
     finally:
@@ -300,7 +322,9 @@ def finish(sweep: Sweep) -> int:
 def _size_text(sweep: Sweep) -> str:
     if sweep.spec.grid is not None:
         return f"grid of {len(sweep.trials)} trials"
-    return f"search of {sweep.spec.search.num_samples} samples"
+    s = sweep.spec.search
+    goal = " for " + " and ".join(f"{o.mode} {o.metric}" for o in s.objectives) if s.multi_objective else ""
+    return f"search of {s.num_samples} samples{goal}"
 
 
 def dry_run_text(sweep: Sweep) -> str:

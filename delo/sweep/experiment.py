@@ -7,6 +7,8 @@ An experiment folder ``<storage>/<spec name>/`` holds::
     events.out.tfevents.*                the experiment-level TensorBoard hparams config (launcher, once)
     tuner.pkl, experiment_state-*.json   Tune's own state
     results.csv, results.md, *.png       the report (driver at the end, or launch/summarize.py)
+    optuna_study.db                      a search's Optuna study (SQLite, study name = spec name; the driver
+                                         writes it, optuna-dashboard and optuna.load_study read it)
     <trial folder>/                      one per trial, named <label>_s<seed>_<trial id>:
         trial.json                       label, variant, seed, overrides, full config (trainable)
         result.json, error.txt           Tune's per-report JSON lines and failure log
@@ -41,8 +43,14 @@ TUNE_STATE_GLOB = "experiment_state-*.json"
 TUNER_FILE = "tuner.pkl"
 RUNNER_CHECKPOINTS = "checkpoints"
 """= delo.checkpoint.CHECKPOINT_DIRNAME (not imported: that module loads torch, 2 s per trial process)."""
+OPTUNA_DB = "optuna_study.db"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
+
+
+def optuna_storage_url(exp_dir: str | Path) -> str:
+    """The SQLAlchemy URL of a search's Optuna study in its experiment folder (absolute, so it opens from anywhere)."""
+    return f"sqlite:///{Path(exp_dir).resolve() / OPTUNA_DB}"
 
 
 class Status:

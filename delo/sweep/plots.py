@@ -1,115 +1,325 @@
-"""PNG plots of a sweep report (PIL only): the E x r heatmap, AP / FG bars per group, the best trial's matrix."""
+"""PNG figures of a sweep report, drawn with matplotlib: the E x r heatmap, AP / FG bars per group, AP against
+the missing rate per missing type, the Pareto scatter of a multi-objective search and the best trial's matrix.
+
+Every figure is drawn on an Agg canvas of its own (no pyplot): a report may be rebuilt inside a long-lived
+driver or a test process, where pyplot's global figure registry and backend selection would leak state.
+Intervals are 95 % Student-t confidence intervals over seeds (:func:`delo.sweep.records.mean_ci`); titles say
+which split the numbers come from and which seeds they pool.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from delo.atomic import atomic_write
 from delo.metric_keys import FINAL_AP, FINAL_FG
-from delo.sweep.records import TrialRecord, best_trial, fmt_ms, groups, mean_std, metric, split_used
-from delo.tblog import colour_ramp
+from delo.sweep.records import (
+    TrialRecord,
+    best_trial,
+    groups,
+    mean_ci,
+    metric,
+    params_of,
+    pareto_front,
+    split_used,
+)
+
+DPI = 100
+WIDTH_IN = 11.0
+"""1,100 px wide at DPI: readable at a glance on a laptop screen and in a README."""
+AP_COLOUR, FG_COLOUR = "#3b6fb6", "#e08a2c"
 
 
 def write_plots(records: list[TrialRecord], table: str, exp: Path) -> list[Path]:
-    out = []
-    split = split_used(records)
+    """Every figure that fits the sweep's table layout; returns the paths written (none without a finished trial)."""
     done = [r for r in records if r.completed]
     if not done:
-        return out
+        return []
+    split = split_used(records)
+    out = []
     if table == "rank_factor":
         out.append(_save(_heatmap_er(records, split), exp / "ap_grid.png"))
-    else:
-        bars = []
-        for label, recs in groups(records).items():
-            ap, ap_s = mean_std([metric(r, FINAL_AP, split) for r in recs if r.completed])
-            fg, fg_s = mean_std([metric(r, FINAL_FG, split) for r in recs if r.completed])
-            if ap is not None:
-                bars.append((label, ap, ap_s or 0.0, fg or 0.0, fg_s or 0.0))
-        if table == "search":
-            bars = sorted(bars, key=lambda b: -b[1])[:12]
-        out.append(_save(_bar_chart(bars, f"AP / FG per trial group ({split})"), exp / "ap_fg.png"))
+    elif table == "missing":
+        out.append(_save(_missing_lines(records, split), exp / "ap_missing.png"))
+    if table == "pareto":
+        out.append(_save(_pareto_scatter(records), exp / "pareto.png"))
+    elif table not in ("rank_factor", "missing"):
+        out.append(
+            _save(_bar_chart(records, split, top=12 if table == "search" else None), exp / "ap_fg.png")
+        )
     best = best_trial(records)
-    matrix = (
-        best.test_matrix
-        if best is not None and split == "test" and best.test_matrix
-        else best.matrix
-        if best
-        else None
-    )
-    if matrix:
-        from delo.tblog import render_matrix
-
-        title = f"best ({best.name}), {split if best.test_matrix and split == 'test' else 'val'}"
-        out.append(_save(render_matrix(matrix, title), exp / "best_matrix.png"))
+    if best is not None and (best.matrix or best.test_matrix):
+        out.append(_save(_matrix(best, split), exp / "best_matrix.png"))
+    if table in ("search", "pareto"):
+        out += _optuna_figures(exp)
     return out
 
 
-def _save(image, path: Path) -> Path:
-    from PIL import Image
+def _optuna_figures(exp: Path) -> list[Path]:
+    """Optuna's own matplotlib views of the sweep's study (optuna_study.db): the optimisation history and the
+    parameter importances of val final AP. PED-ANOVA importances: Optuna's default fANOVA needs scikit-learn,
+    which the project does not install. None when there is no study or too few finished trials."""
+    import warnings
 
-    image = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    atomic_write(path, lambda fh: image.save(fh, format="PNG"), binary=True)
+    from delo.sweep.experiment import OPTUNA_DB, optuna_storage_url
+
+    if not (exp / OPTUNA_DB).is_file():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # Optuna draws through pyplot; never a GUI backend in a driver or a test
+    import optuna
+    from matplotlib import pyplot as plt
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summaries = optuna.get_all_study_summaries(optuna_storage_url(exp), include_best_trial=False)
+    if len(summaries) != 1:
+        return []
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=optuna_storage_url(exp))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return []
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    name = "val final AP (%)"
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib views experimental
+        views = [
+            (
+                "optuna_history.png",
+                lambda: ovm.plot_optimization_history(study, target=target, target_name=name),
+            )
+        ]
+        if len(done) >= 2:
+            views.append(
+                (
+                    "optuna_importances.png",
+                    lambda: ovm.plot_param_importances(
+                        study, evaluator=PedAnovaImportanceEvaluator(), target=target, target_name=name
+                    ),
+                )
+            )
+        for filename, draw in views:
+            try:
+                ax = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. importances of a constant objective
+                plt.close("all")
+                continue
+            fig = ax.figure
+            fig.set_size_inches(WIDTH_IN, 5.5)
+            # Optuna titles some views on the left: one centred title with the study and split instead.
+            title = ax.get_title() or ax.get_title(loc="left")
+            ax.set_title("", loc="left")
+            ax.set_title(f"{title}: study {study.study_name!r}, {len(done)} completed trials (val split)")
+            fig.tight_layout()
+            out.append(_save(fig, exp / filename))
+            plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _figure(height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI), binary=True)
     return path
 
 
-def _font():
-    from PIL import ImageFont
+def seeds_text(records: list[TrialRecord]) -> str:
+    """'seeds 0, 1, 2' (or 'seed 0') of the completed trials, for titles."""
+    seeds = sorted({r.seed for r in records if r.completed and r.seed is not None})
+    if not seeds:
+        return "no seed recorded"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
-    return ImageFont.load_default()
+
+def _stats(recs: list[TrialRecord], key: str, split: str) -> tuple[float | None, float | None, int]:
+    values = [metric(r, key, split) for r in recs if r.completed]
+    mean, half = mean_ci(values)
+    return mean, half, sum(v is not None for v in values)
+
+
+def _cell_text(mean: float | None, half: float | None, n: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.2f}\n± {half:.2f}\n(n={n})" if half is not None else f"{mean:.2f}\n(n={n})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures
 
 
 def _heatmap_er(records: list[TrialRecord], split: str):
-    from PIL import Image, ImageDraw
+    import numpy as np
 
-    cells: dict[tuple[int, int], tuple[float | None, float | None]] = {}
+    cells: dict[tuple[int, int], tuple[float | None, float | None, int]] = {}
     for recs in groups(records).values():
-        key = (recs[0].cfg("model.E"), recs[0].cfg("model.r"))
-        cells[key] = mean_std([metric(r, FINAL_AP, split) for r in recs if r.completed])
+        cells[(recs[0].cfg("model.E"), recs[0].cfg("model.r"))] = _stats(recs, FINAL_AP, split)
     Es, rs = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
-    cw, ch, left, top = 110, 44, 60, 50
-    img = Image.new("RGB", (left + cw * len(rs) + 10, top + ch * len(Es) + 10), "white")
-    d = ImageDraw.Draw(img)
-    d.text((left, 6), f"AP ({split}) over E x r, mean ± std over seeds", fill="black", font=_font())
-    vals = [m for m, _ in cells.values() if m is not None]
-    lo, hi = (min(vals), max(vals)) if vals else (0, 1)
-    for j, r in enumerate(rs):
-        d.text((left + j * cw + cw // 2 - 10, top - 18), f"r={r}", fill="black", font=_font())
-    for i, E in enumerate(Es):
-        d.text((6, top + i * ch + ch // 2 - 6), f"E={E}", fill="black", font=_font())
-        for j, r in enumerate(rs):
-            m, s = cells.get((E, r), (None, None))
-            box = (left + j * cw, top + i * ch, left + (j + 1) * cw - 3, top + (i + 1) * ch - 3)
-            d.rectangle(
-                box,
-                fill=colour_ramp((m - lo) / (hi - lo) if m is not None and hi > lo else 0.5)
-                if m is not None
-                else (230, 230, 230),
-            )
-            d.text((box[0] + 8, box[1] + ch // 2 - 8), fmt_ms(m, s), fill="black", font=_font())
-    return img
+    grid = np.full((len(Es), len(rs)), np.nan)
+    for (E, r), (mean, _, _) in cells.items():
+        if mean is not None:
+            grid[Es.index(E), rs.index(r)] = mean
+    fig = _figure(max(4.0, 1.3 * len(Es) + 2.2))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
+    finite = grid[np.isfinite(grid)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (E, r), (mean, half, n) in cells.items():
+        i, j = Es.index(E), rs.index(r)
+        light = mean is not None and mean < middle  # dark cells of viridis need white text
+        ax.text(j, i, _cell_text(mean, half, n), ha="center", va="center", fontsize=12,
+                color="white" if light else "black")  # fmt: skip
+    ax.set_xticks(range(len(rs)), [str(r) for r in rs])
+    ax.set_yticks(range(len(Es)), [str(E) for E in Es])
+    ax.set_xlabel("rank r (factors selected per input)")
+    ax.set_ylabel("number of factors E")
+    ax.set_title(
+        f"Final AP (%, {split} split) over E × r: mean ± 95 % CI half-width (Student t), {seeds_text(records)}"
+    )
+    fig.colorbar(image, ax=ax, label=f"mean final AP (%, {split})")
+    return fig
 
 
-def _bar_chart(bars: list[tuple[str, float, float, float, float]], title: str):
-    """Per group: an AP bar (blue) and an FG bar (orange), each with a ±std whisker; values 0..100."""
-    from PIL import Image, ImageDraw
+def _bar_chart(records: list[TrialRecord], split: str, top: int | None = None):
+    import numpy as np
 
-    gw, h, left, top, bottom = 90, 260, 40, 30, 80
-    img = Image.new("RGB", (max(420, left + gw * max(len(bars), 1) + 20), top + h + bottom), "white")
-    d = ImageDraw.Draw(img)
-    d.text((10, 8), title + "  (blue AP, orange FG, ±std)", fill="black", font=_font())
-    peak = max([100.0] + [b[1] + b[2] for b in bars] + [b[3] + b[4] for b in bars])
+    rows = []
+    for label, recs in groups(records).items():
+        ap = _stats(recs, FINAL_AP, split)
+        if ap[0] is not None:
+            rows.append((label, ap, _stats(recs, FINAL_FG, split)))
+    if top is not None:
+        rows = sorted(rows, key=lambda row: -row[1][0])[:top]
+    fig = _figure(5.5)
+    ax = fig.add_subplot()
+    x = np.arange(len(rows))
+    width = 0.38
+    for offset, which, colour, name in (
+        (-width / 2, 1, AP_COLOUR, "AP ↑"),
+        (width / 2, 2, FG_COLOUR, "FG ↓"),
+    ):
+        means = [row[which][0] or 0.0 for row in rows]
+        halves = [row[which][1] or 0.0 for row in rows]
+        bars = ax.bar(x + offset, means, width, yerr=halves if any(halves) else None, capsize=5, color=colour,
+                      label=name)  # fmt: skip
+        ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=2, fontsize=9)
+    crowded = len(rows) > 6
+    ax.set_xticks(x, [row[0] if crowded else _wrap(row[0]) for row in rows], rotation=25 if crowded else 0,
+                  ha="right" if crowded else "center", fontsize=9 if crowded else 10)  # fmt: skip
+    ax.set_ylabel(f"final metric (%, {split} split)")
+    ax.set_xlabel("trial group (variant / axis point)")
+    ax.set_ylim(0, max([100.0] + [(r[1][0] or 0) + (r[1][1] or 0) for r in rows]) * 1.08)
+    ax.legend(loc="upper right")
+    note = "error bars: 95 % CI (Student t; none with one seed)"
+    ax.set_title(f"Final AP and FG per trial group ({split} split), {seeds_text(records)}; {note}")
+    return fig
 
-    def y(v):
-        return top + h - int(h * max(v, 0) / peak)
 
-    d.line((left, top + h, left + gw * len(bars), top + h), fill="black")
-    for i, (label, ap, ap_s, fg, fg_s) in enumerate(bars):
-        x = left + i * gw + 10
-        for dx, value, std, colour in ((0, ap, ap_s, (70, 110, 200)), (34, fg, fg_s, (230, 140, 50))):
-            d.rectangle((x + dx, y(value), x + dx + 28, top + h), fill=colour)
-            if std:
-                d.line((x + dx + 14, y(value + std), x + dx + 14, y(value - std)), fill="black", width=2)
-            d.text((x + dx, y(value) - 14), f"{value:.1f}", fill="black", font=_font())
-        for n, chunk in enumerate([label[k : k + 13] for k in range(0, len(label), 13)][:4]):
-            d.text((x - 6, top + h + 6 + 14 * n), chunk, fill="black", font=_font())
-    return img
+def _wrap(label: str, width: int = 14) -> str:
+    return "\n".join(label[k : k + width] for k in range(0, len(label), width))
+
+
+def _missing_lines(records: list[TrialRecord], split: str):
+    """AP against η, one line per missing type (the layout of the paper's Tables 2 and 3)."""
+    by: dict[str, dict[float, list[TrialRecord]]] = {}
+    for r in records:
+        kind, eta = r.cfg("data.missing.type"), r.cfg("data.missing.eta")
+        if kind is not None and eta is not None:
+            by.setdefault(kind, {}).setdefault(float(eta), []).append(r)
+    fig = _figure(5.5)
+    ax = fig.add_subplot()
+    for kind in sorted(
+        by, key=lambda k: ("text", "image", "both").index(k) if k in ("text", "image", "both") else 9
+    ):
+        points = []
+        for eta, recs in sorted(by[kind].items()):
+            mean, half, _ = _stats(recs, FINAL_AP, split)
+            if mean is not None:
+                points.append((eta, mean, half or 0.0))
+        if points:
+            xs, ys, es = zip(*points, strict=True)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=4, label=f"{kind} missing")
+    ax.set_xlabel("missing rate η (share of samples missing a modality)")
+    ax.set_ylabel(f"final AP (%, {split} split)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="missing type")
+    ax.set_title(f"Final AP against missing rate per missing type ({split} split), {seeds_text(records)}")
+    return fig
+
+
+def _pareto_scatter(records: list[TrialRecord]):
+    """Val final AP against trainable parameters per task; the front drawn as a step line (val only: the
+    front is what the search chose from)."""
+    done = [r for r in records if r.completed and r.last.get(FINAL_AP) is not None and params_of(r)]
+    front = pareto_front(records)
+    names = {r.name for r in front}
+    fig = _figure(6.0)
+    ax = fig.add_subplot()
+    others = [r for r in done if r.name not in names]
+    ax.scatter([params_of(r) for r in others], [r.last[FINAL_AP] for r in others], s=40, color="#999999",
+               label="dominated trial")  # fmt: skip
+    pts = sorted((params_of(r), r.last[FINAL_AP], r) for r in front)
+    if pts:
+        ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=AP_COLOUR, lw=1.5)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=70, color=AP_COLOUR, label="Pareto front",
+                   zorder=3)  # fmt: skip
+        for n, _, r in pts:
+            ax.annotate(r.label, (n, r.last[FINAL_AP]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.08)  # room for the labels of the outermost points
+    ax.set_xlabel("trainable parameters per task (latest task's adapters + head, log scale)")
+    ax.set_ylabel("final AP (%, val split)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    ax.set_title(f"Pareto front: val final AP ↑ vs trainable parameters ↓, {len(done)} completed trials, "
+                 f"{seeds_text(records)}")  # fmt: skip
+    return fig
+
+
+def _matrix(best: TrialRecord, split: str):
+    import numpy as np
+
+    use_test = split == "test" and bool(best.test_matrix)
+    R = best.test_matrix if use_test else best.matrix
+    n = len(R)
+    grid = np.array([[_finite(v) for v in row] for row in R], dtype=float)
+    fig = _figure(max(4.5, 0.8 * n + 2.5))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=100, aspect="auto")
+    for j in range(n):
+        for i in range(n):
+            value = _finite(R[j][i]) if i < len(R[j]) else math.nan
+            if not math.isnan(value):
+                ax.text(i, j, f"{value:.1f}", ha="center", va="center", fontsize=11,
+                        color="white" if value > 60 else "black")  # fmt: skip
+    ax.set_xticks(range(n), [f"T{i + 1}" for i in range(n)])
+    ax.set_yticks(range(n), [f"T{j + 1}" for j in range(n)])
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after training task")
+    ax.set_title(
+        f"Accuracy matrix (%) of the best trial by val final AP: {best.name}\n"
+        f"{'test' if use_test else 'val'} split, seed {best.seed}"
+    )
+    fig.colorbar(image, ax=ax, label="accuracy (%)")
+    return fig
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan

@@ -22,11 +22,13 @@ class SweepProgress(tune.Callback):
     ``trials`` list Tune passes in.
     """
 
-    def __init__(self, name: str, exp_dir: str, num_tasks: int, total: int, interval_s: float = 20.0):
+    def __init__(self, name: str, exp_dir: str, num_tasks: int, total: int | None, interval_s: float = 20.0):
         self.name = name
         self.exp_dir = exp_dir
         self.num_tasks = num_tasks
-        self.total = total  # trials the sweep will run (Tune's generators create them lazily)
+        # Trials the sweep will run: the grid's size or a search's num_samples (None: open-ended, shown as '?').
+        # Not len(trials): Tune's generators create trials lazily, so that count grows while the sweep runs.
+        self.total = total
         self.interval_s = interval_s
         self.setup()
 
@@ -124,7 +126,7 @@ class SweepProgress(tune.Callback):
         best_text = f"best final_ap {best:.2f} ({best_name})" if best is not None else "best final_ap -"
         line = (
             f"{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d} running {count[Status.RUNNING]} | "
-            f"done {count[Status.TERMINATED]}/{len(trials)} | errored {count[Status.ERROR]} | "
+            f"done {count[Status.TERMINATED]}/{self.total or '?'} | errored {count[Status.ERROR]} | "
             f"pending {count[Status.PENDING] + count[Status.PAUSED]} | {best_text}"
         )
         return line + (f"\n        running: {', '.join(running)}" if running else "")

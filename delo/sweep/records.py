@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, TASK, test_key
+from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, test_key
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -192,3 +192,46 @@ def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
     """Best by val final_ap among completed trials (Tune's get_best_result("final_ap", "max"))."""
     done = [r for r in records if r.completed and r.last.get(FINAL_AP) is not None]
     return max(done, key=lambda r: r.last[FINAL_AP]) if done else None
+
+
+def paired_difference(
+    recs: list[TrialRecord], ref: list[TrialRecord], key: str, split: str
+) -> tuple[float | None, float | None, int]:
+    """Mean and 95 % CI half-width of ``key`` minus the reference's ``key``, paired by seed (each seed shares data
+    order and init draws with its reference run, so the per-seed difference removes that variance); n pairs."""
+    theirs = {r.seed: metric(r, key, split) for r in ref if r.completed}
+    diffs = [
+        mine - theirs[r.seed]
+        for r in recs
+        if r.completed and (mine := metric(r, key, split)) is not None and theirs.get(r.seed) is not None
+    ]
+    mean, half = mean_ci(diffs)
+    return mean, half, len(_present(diffs))
+
+
+def excludes_zero(mean: float | None, half: float | None) -> bool:
+    """Whether the interval mean ± half misses 0 (needs an interval, i.e. at least two pairs)."""
+    return mean is not None and half is not None and abs(mean) > half
+
+
+def params_of(rec: TrialRecord) -> int | None:
+    """Trainable parameters per task: the runner's count, else the one the trial reported."""
+    count = (rec.params or {}).get("trainable")
+    return count if count is not None else rec.last.get(PARAMS_TRAINABLE)
+
+
+def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Completed trials no other completed trial beats on both val final AP (higher) and trainable parameters
+    (fewer), by parameter count; val only, since the search chose from val."""
+    done = [
+        r for r in records if r.completed and r.last.get(FINAL_AP) is not None and params_of(r) is not None
+    ]
+
+    def dominated(r: TrialRecord) -> bool:
+        ap, n = r.last[FINAL_AP], params_of(r)
+        return any(
+            o.last[FINAL_AP] >= ap and params_of(o) <= n and (o.last[FINAL_AP] > ap or params_of(o) < n)
+            for o in done
+        )
+
+    return sorted((r for r in done if not dominated(r)), key=lambda r: (params_of(r), -r.last[FINAL_AP]))

@@ -23,10 +23,14 @@ from delo.sweep.records import (
     TrialRecord,
     best_trial,
     collect,
+    excludes_zero,
     fmt_ms,
     groups,
     mean_ci,
     metric,
+    paired_difference,
+    params_of,
+    pareto_front,
     split_used,
 )
 
@@ -144,6 +148,7 @@ def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str])
         "",
     ]
     lines += LAYOUTS.get(table, _table_generic)(records, split)
+    lines += _paired_section(records, table, split)
     lines += ["", "## All trials", "", *_table_trials(records)]
     failed = [r for r in records if r.status == Status.ERROR]
     if failed:
@@ -301,6 +306,87 @@ def _table_search(records, split) -> list[str]:
     return out
 
 
+EXCLUDES_ZERO = "†"
+"""Marks a paired difference whose 95 % interval excludes 0."""
+
+
+def reference_group(records: list[TrialRecord], table: str) -> str | None:
+    """The label of the row a grid is compared against: the full method for components, all losses for losses,
+    the paper point (E=16, r=4) for rank_factor; None for other layouts or when the grid lacks that row."""
+    for label, recs in groups(records).items():
+        first = recs[0]
+        if table == "components" and first.variant == "delo" and first.cfg("model.variant", "delo") == "delo":
+            return label
+        if table == "losses" and first.variant == "full":
+            return label
+        if table == "rank_factor" and (first.cfg("model.E"), first.cfg("model.r")) == (16, 4):
+            return label
+    return None
+
+
+def _fmt_diff(mean: float | None, half: float | None, n: int) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean:+.2f} ± {half:.2f}" if half is not None else f"{mean:+.2f}"
+    return text + (f" {EXCLUDES_ZERO}" if excludes_zero(mean, half) else "") + f" (n={n})"
+
+
+def _paired_section(records: list[TrialRecord], table: str, split: str) -> list[str]:
+    ref = reference_group(records, table)
+    if ref is None:
+        return []
+    by = groups(records)
+    out = [
+        "",
+        f"## Paired differences vs `{ref}`",
+        "",
+        f"Per seed, this row's final metric minus `{ref}`'s with the same seed ({split} split); mean ± half-width "
+        f"of the 95 % CI of the per-seed differences (Student's t, n − 1 df; n = seeds where both completed). "
+        f"{EXCLUDES_ZERO}: the interval excludes 0.",
+        "",
+        "| row | Δ AP | Δ FG |",
+        "|---|---|---|",
+    ]
+    for label, recs in by.items():
+        if label == ref:
+            continue
+        ap = paired_difference(recs, by[ref], FINAL_AP, split)
+        fg = paired_difference(recs, by[ref], FINAL_FG, split)
+        out.append(f"| {label} | {_fmt_diff(*ap)} | {_fmt_diff(*fg)} |")
+    return out
+
+
+def _table_pareto(records, split) -> list[str]:
+    """The Pareto front of a multi-objective search (val final AP up, trainable parameters down), each front
+    trial with its val and test rows, then the usual ranking by val final AP."""
+    front = pareto_front(records)
+    keys = sorted({k for r in records for k in r.overrides if k != "seed"})
+    out = [
+        "## Pareto front",
+        "",
+        "Completed trials that no other completed trial beats on both val final AP (higher) and trainable "
+        "parameters per task (fewer: the latest task's adapters and head, counted by the runner); by size. "
+        "Chosen on val; the test row is reported, never used for the choice.",
+        "",
+        "| trial | " + " | ".join(keys) + " | trainable | split | AP ↑ | FG ↓ | Last | BWT |",
+        "|---" * (len(keys) + 7) + "|",
+    ]
+    for r in front:
+        first = [f"`{r.name}`", *(_short_value(r.overrides.get(k)) for k in keys), _fmt_params(params_of(r))]
+        for row_split in ("val", "test"):
+            names = [FINAL_AP, FINAL_FG, "final_last", "final_bwt"]
+            if row_split == "test":
+                names = [test_key(k) for k in names]
+                if r.last.get(names[0]) is None:
+                    continue
+                first = [""] * len(first)  # the test row sits under its val row
+            cells = [*first, row_split, *(_num(r.last.get(k)) for k in names)]
+            out.append("| " + " | ".join(cells) + " |")
+    if not front:
+        out.append("| (no completed trial with a parameter count) |" + " |" * (len(keys) + 6))
+    return out + ["", *_table_search(records, split)]
+
+
 def _table_generic(records, split) -> list[str]:
     out = ["## Results", "", "| trial group | AP ↑ | FG ↓ | n |", "|---|---|---|---|"]
     for label, recs in groups(records).items():
@@ -337,6 +423,7 @@ LAYOUTS = {
     "losses": _table_losses,
     "missing": _table_missing,
     "search": _table_search,
+    "pareto": _table_pareto,
 }
 """A spec's ``table`` -> its results.md layout (paper Tables 5, 4, 6; the missing grid; the search ranking)."""
 TABLES = (*LAYOUTS, GENERIC)

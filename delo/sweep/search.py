@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from delo.config import VALID_KEYS, apply_overrides, build_config, build_or_collect, key_problem
-from delo.metric_keys import AP_SEEN, SEARCH_METRICS
+from delo.metric_keys import AP_SEEN, OBJECTIVE_METRICS, SEARCH_METRICS
 
 TUNE_METRIC = AP_SEEN
 """The metric Tune, ASHA and the searcher's per-report hook read: present in every report (final_ap is not)."""
@@ -80,6 +80,20 @@ class SchedulerSpec(_Strict):
     """None: 2 when T <= 5, else 3."""
 
 
+class ObjectiveSpec(_Strict):
+    """One objective of a multi-objective search, read from a finished trial's last report."""
+
+    metric: str
+    mode: Literal["max", "min"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in OBJECTIVE_METRICS:
+            raise ValueError(f"{value!r}: a multi-objective search reads {', '.join(OBJECTIVE_METRICS)}")
+        return value
+
+
 class SearchSpec(_Strict):
     space: dict[str, Distribution] = Field(min_length=1)
     points_to_evaluate: list[dict[str, Any]] = []
@@ -89,6 +103,13 @@ class SearchSpec(_Strict):
     scheduler: SchedulerSpec = SchedulerSpec()
     metric: str = "ap_seen"
     mode: Literal["max"] = "max"
+    objectives: list[ObjectiveSpec] = []
+    """Two or more: a multi-objective search (Optuna's multi-objective TPE, a Pareto front; ``metric`` unused).
+    Every objective is read from a trial's last report, so ASHA (one metric per rung) must be off."""
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     @field_validator("metric")
     @classmethod
@@ -242,6 +263,15 @@ def check_search(
             ok = False
         ok &= _check_dist(key, d, search.space, where, errors)
     sched = search.scheduler
+    if len(search.objectives) == 1:
+        errors.append("search.objectives: list two or more (one objective is search.metric)")
+        ok = False
+    if search.multi_objective and sched.type != "none":
+        errors.append(
+            "search.objectives: a multi-objective search needs search.scheduler.type: none (ASHA ranks trials "
+            "on one metric at each rung; the objectives exist only in a finished trial's last report)"
+        )
+        ok = False
     if sched.type == "asha" and sched.grace_period >= num_tasks:
         errors.append(f"search.scheduler.grace_period={sched.grace_period} must be < T={num_tasks} tasks")
         ok = False

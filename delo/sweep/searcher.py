@@ -9,6 +9,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from delo.metric_keys import TASK
+from delo.sweep.experiment import optuna_storage_url
 from delo.sweep.search import TUNE_METRIC, asha_reduction_factor
 from delo.sweep.spec import Sweep
 
@@ -33,6 +34,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         return self._ot_study
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if isinstance(self.metric, list) and result and not error and result.get(TASK) == self.num_tasks:
+            missing = [m for m in self.metric if result.get(m) is None]
+            if missing:  # a finished trial without an objective is a broken run, not a pruned one
+                result, error = None, True
         if error:  # FAIL even when a partial result comes along (the parent would tell COMPLETE with it)
             result = None
         elif result and result.get(TASK) is not None and result[TASK] < self.num_tasks:
@@ -43,20 +48,47 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             return
-        elif result and self.objective != self.metric and self.objective in result:
+        elif (
+            isinstance(self.metric, str)
+            and result
+            and self.objective != self.metric
+            and self.objective in result
+        ):
             result = {**result, self.metric: result[self.objective]}
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def make_searcher(sweep: Sweep) -> PrunedAwareOptunaSearch:
+def study_storage(sweep: Sweep):
+    """The sweep's Optuna storage: SQLite in the experiment folder. Only the driver writes it (the searcher runs
+    there), a resumed driver reopens it through the pickled searcher, and Optuna's own tools read it while the
+    sweep runs."""
+    from optuna.storages import RDBStorage
+
+    sweep.experiment_dir.mkdir(parents=True, exist_ok=True)
+    return RDBStorage(optuna_storage_url(sweep.experiment_dir))
+
+
+def make_searcher(sweep: Sweep, storage=None) -> PrunedAwareOptunaSearch:
+    """The sweep's searcher; ``storage`` an Optuna storage (None: in memory), the study named after the sweep.
+
+    Multi-objective: Ray's metric/mode lists (``OptunaSearch`` creates the study with one direction per
+    objective and tells the list of values). Tune checks that every report holds every searcher metric, while
+    the objectives exist only in a trial's last report, so the driver turns that check off for such a sweep
+    (:func:`delo.sweep.driver.relax_metric_check`)."""
     s = sweep.spec.search
     points = [sweep.space.to_optuna_point(p) for p in s.points_to_evaluate]
+    if s.multi_objective:
+        metric, mode = [o.metric for o in s.objectives], [o.mode for o in s.objectives]
+    else:
+        metric, mode = TUNE_METRIC, s.mode
     return PrunedAwareOptunaSearch(
         space=sweep.space,
-        metric=TUNE_METRIC,
-        mode=s.mode,
+        metric=metric,
+        mode=mode,
         points_to_evaluate=points or None,
         seed=s.searcher.seed,
+        study_name=sweep.name,
+        storage=storage,
         num_tasks=sweep.num_tasks,
         objective=s.metric,
     )

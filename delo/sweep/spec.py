@@ -186,9 +186,16 @@ class Sweep:
                 head.append(f"  {t.label:<28} seed={t.seed:<3} {sets}")
             return "\n".join(head)
         s = self.spec.search
+        goal = (
+            "objectives "
+            + ", ".join(f"{o.metric} ({o.mode})" for o in s.objectives)
+            + " (val; a Pareto front)"
+            if s.multi_objective
+            else f"objective val {s.metric} (max)"
+        )
         head.append(
             f"search: {s.num_samples} samples, {s.searcher.type} (seed {s.searcher.seed}), scheduler "
-            f"{s.scheduler.type}, objective val {s.metric} (max)"
+            f"{s.scheduler.type}, {goal}"
         )
         if s.scheduler.type == "asha":
             rf = asha_reduction_factor(self.num_tasks, s.scheduler.reduction_factor)

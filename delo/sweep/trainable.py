@@ -17,8 +17,8 @@ from typing import Any
 from ray import tune
 
 from delo.config import RunConfig
-from delo.metric_keys import AP_SEEN, TASK
-from delo.sweep.experiment import RUNNER_CHECKPOINTS, write_trial_info
+from delo.metric_keys import AP_SEEN, FINAL_AP, PARAMS_TOTAL, PARAMS_TRAINABLE, TASK
+from delo.sweep.experiment import RUNNER_CHECKPOINTS, RUNNER_RESULT, write_trial_info
 from delo.sweep.grid import TRIAL_KEY, TrialSpec, trial_of
 
 RunFn = Callable[[RunConfig, Path, Callable[[dict, Path], None]], dict]
@@ -53,9 +53,28 @@ def run_trial(
     def on_task_end(metrics: dict[str, Any], ckpt_dir: Path) -> None:
         if AP_SEEN not in metrics or TASK not in metrics:
             raise KeyError(f"the runner's report lacks '{TASK}' or '{AP_SEEN}' (keys: {sorted(metrics)})")
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        metrics = dict(metrics)
+        if FINAL_AP in metrics:
+            metrics.update(_param_counts(out_dir))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
 
     run_fn(cfg, out_dir, on_task_end)
+
+
+def _param_counts(out_dir: Path) -> dict[str, int]:
+    """The runner's parameter counts, for the last report (a Pareto search's size objective). The runner writes
+    its result.json before the last task's report (ray-tune.md §4), so it is there to read; none if it is not."""
+    import json
+
+    try:
+        params = json.loads((out_dir / RUNNER_RESULT).read_text()).get("params") or {}
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for key, name in ((PARAMS_TRAINABLE, "trainable"), (PARAMS_TOTAL, "total")):
+        if isinstance(params.get(name), int):
+            out[key] = params[name]
+    return out
 
 
 def _trial_info(trial: TrialSpec, config: dict[str, Any], cfg: RunConfig, trial_id: str) -> dict[str, Any]:
@@ -100,4 +119,26 @@ def make_trainable(
 ):
     """The trainable with the base config bound (object store) and the spec's resources per trial."""
     fn = tune.with_parameters(run_trial, base=base, exp_dir=str(exp_dir), resources=resources, run_fn=run_fn)
-    return tune.with_resources(fn, resources)
+    return named_by_trial(tune.with_resources(fn, resources))
+
+
+def named_by_trial(fn):
+    """The function trainable as Tune's own class, whose repr is the trial folder (label, seed, trial id).
+
+    Ray records an actor's ``repr`` once it is created and shows it as the actor's name on the dashboard's
+    Actors page and in log prefixes; Tune's class for a function answers ``run_trial`` for every trial."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base_cls = wrap_function(fn)  # reads the resources with_resources attached
+
+    class TrialActor(base_cls):
+        def __repr__(self) -> str:
+            storage = getattr(self, "_storage", None)
+            name = getattr(storage, "trial_dir_name", None)
+            if name:
+                return Path(name).name
+            info = getattr(self, "_trial_info", None)
+            return info.trial_name if info is not None else base_cls._name
+
+    TrialActor.__name__ = TrialActor.__qualname__ = "DeloTrial"
+    return TrialActor

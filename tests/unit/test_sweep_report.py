@@ -101,6 +101,14 @@ def _exp(tmp_path, table="rank_factor"):
     return exp
 
 
+def assert_matplotlib_png(path: Path) -> None:
+    """Drawn by matplotlib (its PNG 'Software' text chunk) and readable at a glance (>= 1000 px wide)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert "matplotlib" in image.info.get("Software", "").lower(), image.info
+        assert image.size[0] >= 1000, image.size
+
+
 def test_error_reason_is_the_exception_line(tmp_path):
     (tmp_path / "error.txt").write_text(
         ERROR_TXT + ERROR_TXT.replace("# 1", "# 2").replace("step 5", "step 7")
@@ -135,7 +143,7 @@ def test_rank_factor_report(tmp_path):
         "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
     )
     for png in ("ap_grid.png", "best_matrix.png"):
-        assert Image.open(exp / png).size[0] > 100
+        assert_matplotlib_png(exp / png)
 
 
 def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
@@ -152,6 +160,9 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
     assert "1 stopped early by ASHA" in md
     assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
     assert "ap_fg.png" in {p.name for p in paths}
+    for path in paths:
+        if path.suffix == ".png":
+            assert_matplotlib_png(path)
 
 
 def test_confidence_interval_uses_students_t():
@@ -161,3 +172,114 @@ def test_confidence_interval_uses_students_t():
     assert mean == 2.0 and half == pytest.approx(4.302653 / 3**0.5, rel=1e-6)
     assert mean_ci([5.0]) == (5.0, None)
     assert mean_ci([]) == (None, None)
+
+
+def _grid_trial(exp: Path, name: str, overrides: dict, seed: int, ap: float, fg: float) -> None:
+    """A completed grid trial with val rows only; overrides are dotted run-config keys."""
+    d = exp / name
+    (d / name).mkdir(parents=True)
+    cfg: dict = {"seed": seed}
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+    info = {
+        "trial_id": name[-5:],
+        "label": overrides.get("variant", label),
+        "variant": overrides.get("variant", ""),
+        "seed": seed,
+        "overrides": {**{k: v for k, v in overrides.items() if k != "variant"}, "seed": seed},
+        "config": cfg,
+        "out_dir": name,
+    }
+    (d / "trial.json").write_text(json.dumps(info))
+    rows = [{"task": 1, "ap_seen": ap}, {"task": 2, "ap_seen": ap, "final_ap": ap, "final_fg": fg}]
+    (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / name / "result.json").write_text(json.dumps({"matrix": [[ap, None], [ap, ap]]}))
+
+
+def _spec(exp: Path, table: str) -> None:
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / "sweep_spec.yaml").write_text(
+        yaml.safe_dump({"spec": {"name": table, "table": table}, "base": {}})
+    )
+
+
+def test_missing_grid_draws_ap_against_eta_per_type(tmp_path):
+    exp = tmp_path / "missing"
+    _spec(exp, "missing")
+    n = 0
+    for kind in ("text", "image", "both"):
+        for eta in (0.1, 0.5, 0.9):
+            over = {"data.missing.type": kind, "data.missing.eta": eta}
+            _grid_trial(exp, f"t{n:05d}", over, 0, 80 - 20 * eta, 5.0)
+            n += 1
+    paths = {p.name: p for p in write_report(exp)}
+    assert set(paths) == {"results.csv", "results.md", "ap_missing.png", "best_matrix.png"}
+    for name in ("ap_missing.png", "best_matrix.png"):
+        assert_matplotlib_png(paths[name])
+    assert "| text | 78.00 / 5.00 | 70.00 / 5.00 | 62.00 / 5.00 |" in (exp / "results.md").read_text()
+
+
+def test_components_paired_differences_vs_delo(tmp_path):
+    exp = tmp_path / "components"
+    _spec(exp, "components")
+    data = {  # variant: [(seed, AP, FG)]
+        "delo": [(0, 70.0, 5.0), (1, 72.0, 5.0), (2, 74.0, 5.0)],
+        "no_guide": [(0, 60.0, 6.0), (1, 63.0, 7.0), (2, 63.0, 8.0)],
+        "delo_lora": [(0, 71.0, 5.0), (1, 73.0, 5.0)],
+    }
+    n = 0
+    for variant, rows in data.items():
+        for seed, ap, fg in rows:
+            over = {"variant": variant, "model.variant": variant, "model.E": 16, "model.r": 4}
+            _grid_trial(exp, f"{variant}_s{seed}_{n:05d}", over, seed, ap, fg)
+            n += 1
+    write_report(exp)
+    md = (exp / "results.md").read_text()
+    # delo: mean 72, s = 2, half-width t(0.975, 2) · 2 / √3 = 4.968
+    assert "| DeLo (E=16, r=4) | 72.00 ± 4.97 | 5.00 ± 0.00 | 3/3 | 67.42 / 9.41 |" in md
+    assert "## Paired differences vs `delo`" in md
+    # no_guide - delo per seed: AP -10, -9, -11 (mean -10, s = 1: half 4.3027 / √3 = 2.48, excludes 0);
+    # FG +1, +2, +3 (mean 2, s = 1: 2 ± 2.48 contains 0, no marker)
+    assert "| no_guide | -10.00 ± 2.48 † (n=3) | +2.00 ± 2.48 (n=3) |" in md
+    # delo_lora has seeds 0 and 1 only: AP +1, +1 (s = 0, so the interval is the point and excludes 0)
+    assert "| delo_lora | +1.00 ± 0.00 † (n=2) | +0.00 ± 0.00 (n=2) |" in md
+    assert "| delo |" not in md.split("## Paired differences")[1]
+
+
+def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
+    from delo.sweep.records import TrialRecord, excludes_zero, paired_difference
+
+    def rec(seed, ap, status="COMPLETED"):
+        return TrialRecord(name=f"s{seed}", seed=seed, status=status, last={"final_ap": ap})
+
+    ref = [rec(0, 50.0), rec(1, 52.0), rec(2, 54.0)]
+    mine = [rec(2, 60.0), rec(0, 53.0), rec(1, 56.0, status="ERROR")]  # seed 1 did not complete
+    mean, half, n = paired_difference(mine, ref, "final_ap", "val")
+    # diffs 6 (seed 2), 3 (seed 0): mean 4.5, s = 2.1213, half t(0.975, 1) · s / √2 = 12.706 · 1.5 = 19.06
+    assert n == 2 and mean == 4.5 and half == pytest.approx(12.7062047 * 1.5, rel=1e-6)
+    assert not excludes_zero(mean, half)
+    assert paired_difference(mine[:1], ref, "final_ap", "val") == (6.0, None, 1)
+    assert not excludes_zero(6.0, None)
+
+
+def test_pareto_front_table_and_scatter(tmp_path):
+    exp = tmp_path / "pareto"
+    _spec(exp, "pareto")
+    # (E, r, AP): params 8000 * E, so E=4/60 and E=16/70 trade off, E=16/r=8 at 65 and E=32 at 69 are dominated
+    for n, (E, r, ap) in enumerate([(4, 2, 60.0), (16, 4, 70.0), (16, 8, 65.0), (32, 4, 69.0)]):
+        _trial(exp, f"E{E}_r{r}_s0_0000{n}", E, r, 0, ap)
+    paths = {p.name: p for p in write_report(exp)}
+    assert set(paths) == {"results.csv", "results.md", "pareto.png", "best_matrix.png"}
+    for name in ("pareto.png", "best_matrix.png"):
+        assert_matplotlib_png(paths[name])
+    md = (exp / "results.md").read_text()
+    section = md.split("## Pareto front")[1].split("## Search")[0]
+    assert "| `E4_r2_s0_00000` | 4 | 2 | 32.0k | val | 60.00 | 10.00 | – | – |" in section
+    assert "|  |  |  | test | 59.00 | 11.00 | – | – |" in section
+    assert "| `E16_r4_s0_00001` | 16 | 4 | 0.13M | val | 70.00 |" in section
+    assert "E16_r8" not in section and "E32_r4" not in section

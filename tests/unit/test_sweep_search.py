@@ -115,3 +115,58 @@ def test_scheduler_from_spec():
     paper = load_sweep(ROOT / "sweeps/search.yaml", profile="food101")
     assert make_scheduler(paper)._reduction_factor == 3 and make_scheduler(paper)._max_t == 10
     assert make_scheduler(load_sweep(ROOT / "sweeps/search.yaml", ["search.scheduler.type=none"])) is None
+
+
+def test_sqlite_study_survives_a_searcher_restore(tmp_path):
+    """A resumed driver unpickles the searcher; its study must still write to the same SQLite file."""
+    from delo.sweep.experiment import optuna_storage_url
+    from delo.sweep.searcher import study_storage
+
+    sweep = load_sweep(ROOT / "sweeps/search.yaml", storage=tmp_path)
+    s = make_searcher(sweep, storage=study_storage(sweep))
+    s.suggest("a")
+    s.on_trial_complete("a", {"task": 2, "ap_seen": 70.0})  # stopped early
+    s.save(str(tmp_path / "s.pkl"))
+    t = make_searcher(sweep)
+    t.restore(str(tmp_path / "s.pkl"))
+    t.suggest("b")
+    t.on_trial_complete("b", {"task": 5, "ap_seen": 71.0})
+    study = optuna.load_study(study_name="search", storage=optuna_storage_url(sweep.experiment_dir))
+    assert [(x.state, x.value) for x in study.trials] == [
+        (TrialState.PRUNED, None),
+        (TrialState.COMPLETE, 71.0),
+    ]
+
+
+def test_multi_objective_searcher_tells_both_values_or_fail():
+    sweep = load_sweep(ROOT / "sweeps/pareto.yaml")
+    s = make_searcher(sweep)
+    assert s.metric == ["final_ap", "params_trainable"] and s.mode == ["max", "min"]
+    for tid in "abc":
+        s.suggest(tid)
+    s.on_trial_result("a", {"task": 1, "ap_seen": 50.0, "training_iteration": 1})  # no intermediate values
+    s.on_trial_complete("a", {"task": 5, "ap_seen": 60.0, "final_ap": 60.0, "params_trainable": 1234})
+    s.on_trial_complete("b", {"task": 5, "ap_seen": 61.0, "final_ap": 61.0})  # finished, count missing
+    s.on_trial_complete("c", {"task": 3, "ap_seen": 40.0})  # stopped before the end
+    trials = s.study.get_trials(deepcopy=False)
+    assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert (trials[0].state, trials[0].values) == (TrialState.COMPLETE, [60.0, 1234.0])
+    assert trials[1].state == TrialState.FAIL and trials[2].state == TrialState.PRUNED
+
+
+@pytest.mark.parametrize(
+    "sets,problem",
+    [
+        (["search.scheduler.type=asha"], "needs search.scheduler.type: none"),
+        (["search.objectives=[{metric: final_ap, mode: max}]"], "list two or more"),
+        (
+            ["search.objectives=[{metric: test_final_ap, mode: max}, {metric: params_trainable, mode: min}]"],
+            "reads final_ap",
+        ),
+    ],
+)
+def test_multi_objective_spec_problems(sets, problem):
+    from delo.config import ConfigError
+
+    with pytest.raises(ConfigError, match=problem):
+        load_sweep(ROOT / "sweeps/pareto.yaml", sets)

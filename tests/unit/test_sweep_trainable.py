@@ -172,3 +172,16 @@ def test_runner_checkpoint_folder_name_matches():
     from delo.checkpoint import CHECKPOINT_DIRNAME
 
     assert RUNNER_CHECKPOINTS == CHECKPOINT_DIRNAME
+
+
+def test_trial_actor_repr_is_the_trial_folder(tmp_path):
+    """Ray shows an actor's repr as its name on the dashboard: the trial folder, not 'run_trial'."""
+    from types import SimpleNamespace
+
+    from delo.sweep.trainable import make_trainable
+
+    cls = make_trainable({}, tmp_path, {"cpu": 1, "gpu": 0})
+    actor = object.__new__(cls)  # no Tune session here; only what __repr__ reads
+    actor._storage = SimpleNamespace(trial_dir_name="E16-r4_s0_abcde_00003")
+    assert repr(actor) == "E16-r4_s0_abcde_00003"
+    assert cls.default_resource_request({}).required_resources == {"CPU": 1.0}

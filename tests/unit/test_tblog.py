@@ -130,3 +130,24 @@ def test_render_matrix_shape():
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     heat = tblog.render_heatmap(np.array([[0.5, 0.5], [1.0, 0.0]]))
     assert heat.shape == (20, 20, 3)
+
+
+def test_swept_hparams_come_first_and_differ(tmp_path):
+    """TensorBoard sorts by `differs`, then name, and ticks the first columns: the swept keys must lead."""
+    from tensorboard.plugins.hparams import metadata
+    from tensorboard.plugins.hparams.backend_context import _sort_and_reduce_to_hparams_limit
+
+    domains = {
+        "data.assign": None,
+        "data.layout": None,
+        "model.E": [16, 32],
+        "seed": [0, 1],
+        "model.r": [2, 4],
+    }
+    tblog.write_hparams_config(tmp_path, domains, ["val/final_ap"], varied=["model.E", "model.r", "seed"])
+    content = _accumulator(tmp_path).PluginTagToContent(metadata.PLUGIN_NAME)
+    exp = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert [h.name for h in exp.hparam_infos] == ["model.E", "seed", "model.r", "data.assign", "data.layout"]
+    assert [h.differs for h in exp.hparam_infos] == [True, True, True, False, False]
+    _sort_and_reduce_to_hparams_limit(exp, 3)  # what the backend does before the table shows them
+    assert [h.name for h in exp.hparam_infos] == ["model.E", "model.r", "seed"]
