@@ -4,17 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_vilt import tiny_vilt
-from transformers import ViltModel
 
 from delo.config import LossConfig, ModelConfig
 from delo.losses import alignment_loss, compute_loss, consistency_loss
 from delo.model import DeLoModel
 
 TEXT_LEN = 8
-
-
-def _tiny_vilt() -> ViltModel:
-    return tiny_vilt()
 
 
 def _batch(missing=(0, 1, 2, 0), multilabel=False) -> dict:
@@ -36,7 +31,7 @@ def _batch(missing=(0, 1, 2, 0), multilabel=False) -> dict:
 
 
 def _model(multilabel=False, **overrides) -> DeLoModel:
-    model = DeLoModel(_tiny_vilt(), ModelConfig(**{"E": 4, "r": 2, **overrides}), multilabel=multilabel)
+    model = DeLoModel(tiny_vilt(), ModelConfig(**{"E": 4, "r": 2, **overrides}), multilabel=multilabel)
     model.begin_task(0, 3, 0)
     with torch.no_grad():
         for site in model.sites:

@@ -4,7 +4,6 @@ per-sample task routing, checkpoints and statistics (method.md §1-§7)."""
 import pytest
 import torch
 from tiny_vilt import tiny_vilt
-from transformers import ViltModel
 
 from delo.config import LossConfig, ModelConfig
 from delo.losses import compute_loss
@@ -13,10 +12,6 @@ from delo.model.layer import SiteGroup
 
 TEXT_LEN = 8
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")
-
-
-def _tiny_vilt() -> ViltModel:
-    return tiny_vilt()
 
 
 def _batch(missing=(0, 1, 2, 0), tasks=None, seed=0) -> dict:
@@ -41,7 +36,7 @@ def _batch(missing=(0, 1, 2, 0), tasks=None, seed=0) -> dict:
 
 
 def _model(tasks=1, **overrides) -> DeLoModel:
-    model = DeLoModel(_tiny_vilt(), ModelConfig(**{"E": 4, "r": 2, **overrides}), multilabel=False)
+    model = DeLoModel(tiny_vilt(), ModelConfig(**{"E": 4, "r": 2, **overrides}), multilabel=False)
     for k, (classes, offset) in enumerate([(3, 0), (2, 3)][:tasks]):
         model.begin_task(k, classes, offset)
     return model
@@ -81,7 +76,7 @@ def _capture(model: DeLoModel, layer: int = 0) -> dict:
 )  # fmt: skip
 def test_step_zero_equals_the_backbone(overrides):
     batch = _batch(tasks=(0, 1, 1, 0))
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     torch.manual_seed(7)  # ViLT draws a random patch order: same seed, same order
     reference = vilt(**{k: batch[k] for k in INPUTS})
     model = _model(tasks=2, **overrides)

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from tiny_vilt import tiny_vilt
-from transformers import ViltModel
 
 from delo.config import ModelConfig
 from delo.model import DeLoLinear, DeLoModel, inject
@@ -12,16 +11,12 @@ from delo.model.context import ContextSlot
 QKV = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
 
 
-def _tiny_vilt() -> ViltModel:
-    return tiny_vilt()
-
-
 def _wrap(name, linear):
     return DeLoLinear(linear, name, ContextSlot(), ModelConfig(E=4, r=2))
 
 
 def test_default_targets_wrap_qkv_of_every_layer_sorted():
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     originals = {n: m for n, m in vilt.named_modules() if n.endswith(QKV)}
     names = inject(vilt, QKV, _wrap)
     assert names == sorted(originals) and len(names) == 2 * 3
@@ -31,17 +26,17 @@ def test_default_targets_wrap_qkv_of_every_layer_sorted():
 
 
 def test_suffix_matches_at_a_dot_boundary_only():
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     assert inject(vilt, ["query"], _wrap) == [
         f"encoder.layer.{i}.attention.attention.query" for i in range(2)
     ]
     with pytest.raises(ValueError, match="no linear layer matches"):
-        inject(_tiny_vilt(), ["uery"], _wrap)
+        inject(tiny_vilt(), ["uery"], _wrap)
 
 
 def test_no_match_echoes_targets_and_lists_candidates():
     with pytest.raises(ValueError) as err:
-        inject(_tiny_vilt(), ["attention.attention.qproj"], _wrap)
+        inject(tiny_vilt(), ["attention.attention.qproj"], _wrap)
     message = str(err.value)
     assert "['attention.attention.qproj']" in message
     assert "encoder.layer.*.attention.attention.query" in message and "pooler.dense" in message
@@ -49,32 +44,32 @@ def test_no_match_echoes_targets_and_lists_candidates():
 
 @pytest.mark.parametrize("target", ["dense", "output.dense"])
 def test_bare_name_with_several_roles_is_refused(target):
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     with pytest.raises(ValueError, match="ambiguous"):
         inject(vilt, [target], _wrap)
     assert not any(isinstance(m, DeLoLinear) for m in vilt.modules())  # nothing half-done
 
 
 def test_double_injection_raises():
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     inject(vilt, QKV, _wrap)
     with pytest.raises(ValueError, match="double injection"):
         inject(vilt, ["attention.attention.key"], _wrap)
 
 
 def test_wrapped_layer_outside_context_raises():
-    model = DeLoModel(_tiny_vilt(), ModelConfig(E=4, r=2), multilabel=False)
+    model = DeLoModel(tiny_vilt(), ModelConfig(E=4, r=2), multilabel=False)
     model.begin_task(0, 3, 0)
     with pytest.raises(RuntimeError, match="outside a routing context"):
         model.vilt(input_ids=torch.ones(1, 4, dtype=torch.long), pixel_values=torch.randn(1, 3, 32, 32))
 
 
 def test_model_refuses_gradient_checkpointing_and_freezes_backbone():
-    vilt = _tiny_vilt()
+    vilt = tiny_vilt()
     vilt.activation_checkpointing_enable()
     with pytest.raises(ValueError, match="checkpointing"):
         DeLoModel(vilt, ModelConfig(E=4, r=2), multilabel=False)
-    model = DeLoModel(_tiny_vilt().train(), ModelConfig(E=4, r=2), multilabel=False)
+    model = DeLoModel(tiny_vilt().train(), ModelConfig(E=4, r=2), multilabel=False)
     model.begin_task(0, 3, 0)
     model.train()
     assert not model.vilt.training
