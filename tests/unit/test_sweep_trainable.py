@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 from ray import tune as ray_tune
 
 from delo.config import ConfigError
@@ -89,6 +90,32 @@ def test_trial_resumes_from_tune_checkpoint(fake_tune, fakes):
         config, base=sweep.base, exp_dir=str(trial_dir.parent), resources={"cpu": 1}, run_fn=fakes.fake_run
     )
     assert [m["task"] for m, _ in reports] == [2, 3]
+
+
+def test_damaged_tune_checkpoint_falls_back_to_the_older_one(tmp_path, capsys):
+    """Tune keeps two checkpoints per trial; when the newest one's state.pt is garbage the trial continues from
+    the older one (one warning line) instead of failing the same way on every retry."""
+    from delo import checkpoint as ck
+    from delo.sweep.trainable import _restore_checkpoint
+
+    trial = tmp_path / "trial"
+    for n in (1, 2):
+        ck.save_task(trial / f"checkpoint_00000{n}", n - 1, {"x": torch.ones(1)})
+        ck.save_state(trial / f"checkpoint_00000{n}", {**dict.fromkeys(ck.STATE_KEYS, 0), "next_task": n})
+    (trial / "checkpoint_000002" / "state.pt").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    _restore_checkpoint(ray_tune.Checkpoint.from_directory(str(trial / "checkpoint_000002")), out)
+    assert ck.load_state(out / RUNNER_CHECKPOINTS)["next_task"] == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"warning: {trial / 'checkpoint_000002' / 'state.pt'}: damaged (not a readable checkpoint: UnpicklingError: "
+        f"WeightsUnpickler error: Unsupported operand 103); continuing from the older checkpoint "
+        f"{trial / 'checkpoint_000001'}"
+    )
+    # no good older one: the damaged state stays, and the runner refuses it with its own message
+    (trial / "checkpoint_000001" / "state.pt").write_bytes(b"")
+    _restore_checkpoint(ray_tune.Checkpoint.from_directory(str(trial / "checkpoint_000002")), out)
+    assert (out / RUNNER_CHECKPOINTS / "state.pt").read_bytes() == b"garbage"
 
 
 def test_report_without_metric_is_an_error(fake_tune, tmp_path):
