@@ -121,9 +121,15 @@ def summarize(argv: list[str] | None = None) -> int:
         print(f"error: {folder}: no such sweep folder", file=sys.stderr)
         return 2
 
+    from delo.config import ConfigError
     from delo.sweep.report import write_report
 
-    for path in write_report(folder):
+    try:
+        paths = write_report(folder)
+    except ConfigError as exc:  # a damaged file in the folder: DamagedFileError names it and the remedy
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 

@@ -277,7 +277,11 @@ def launch(
         tuner.fit()
     finally:
         ray.shutdown()
-    return finish(sweep)
+    try:
+        return finish(sweep)
+    except ConfigError as exc:  # a damaged bookkeeping file (DamagedFileError names it and says what to do)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def finish(sweep: Sweep) -> int:
