@@ -11,6 +11,7 @@ import torch
 from ray import tune as ray_tune
 
 from delo.config import ConfigError
+from delo.folderlock import LOCK_FILE
 from delo.sweep.driver import launch, start_ray, write_hparams_config
 from delo.sweep.experiment import RUNNER_CHECKPOINTS, save_spec
 from delo.sweep.grid import TRIAL_KEY
@@ -144,7 +145,9 @@ def test_launch_refuses_existing_experiment_without_resume(tmp_path, capsys):
     before = sorted(p.name for p in sweep.experiment_dir.iterdir())
     assert launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path)) == 2
     assert "Pass --resume" in capsys.readouterr().err
-    assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == before
+    # only the folder's lock file (delo.folderlock), left empty on release, is new
+    assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == sorted([*before, LOCK_FILE])
+    assert (sweep.experiment_dir / LOCK_FILE).read_text() == ""
 
 
 def test_launch_resume_of_changed_spec_exits_2_with_diff(tmp_path, capsys):
