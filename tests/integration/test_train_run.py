@@ -2,7 +2,9 @@
 refusal of a foreign checkpoint, the NaN stop, the CLI's exit codes and the TensorBoard files."""
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -195,8 +197,11 @@ def test_damaged_last_task_checkpoint_is_retrained_to_the_same_metrics(reference
     data = (ckpt / "task_3.pt").read_bytes()
     (ckpt / "task_3.pt").write_bytes(data[: len(data) // 2])
     args = [a for item in TINY_RUN for a in ("--set", item)]
-    proc = _launch(*args, "--out", str(out))
+    proc = _launch(*args, "--out", str(out), umask=0o022)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # what it wrote honours the umask (a colleague on shared storage can read it)
+    for path in (out / "result.json", ckpt / "task_3.pt", ckpt / "state.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
         f"warning: {ckpt / 'task_3.pt'}: damaged (not a readable checkpoint: RuntimeError: PytorchStreamReader "
@@ -294,7 +299,7 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     assert metadata.SESSION_END_INFO_TAG in content
 
 
-def _launch(*args, timeout=300):
+def _launch(*args, timeout=300, umask=None):
     return subprocess.run(
         [sys.executable, str(ROOT / "launch" / "train.py"), *args],
         check=False,
@@ -302,6 +307,7 @@ def _launch(*args, timeout=300):
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
     )
 
 

@@ -97,3 +97,22 @@ def test_damaged_synthetic_set_is_named_by_trials(tmp_path):
         check_synthetic(SyntheticConfig(), tmp_path)
     assert str(err.value).startswith(f"{folder / 'generator.json'}: damaged file (not readable JSON)")
     assert f"or delete {folder}" in str(err.value)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    """mkstemp alone makes every file 0600; results on shared storage must be as readable as the umask says."""
+    import os
+    import stat
+
+    from delo.atomic import atomic_write, atomic_write_json, current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_json(tmp_path / "result.json", {"a": 1})
+        atomic_write(tmp_path / "task_1.pt", lambda fh: fh.write(b"x"), binary=True)
+    finally:
+        os.umask(old)
+    for name in ("result.json", "task_1.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
