@@ -237,10 +237,11 @@ class _Run:
         if damaged is not None:
             if len(steps_by_task) < good:  # written before steps_by_task existed: cannot rewind exactly
                 raise damaged
-            later = f" and the {s['next_task'] - good - 1} after it" if good < s["next_task"] - 1 else ""
+            last = s["next_task"]
+            which = f"task {good + 1}" if good + 1 == last else f"tasks {good + 1} to {last}"
             print(
-                f"warning: {damaged.path}: damaged ({damaged.problem}); retraining task {good + 1}{later} from "
-                "the last good checkpoint",
+                f"warning: {damaged.path}: damaged ({damaged.problem}); retraining {which} from the last good "
+                "checkpoint",
                 file=sys.stderr,
                 flush=True,
             )

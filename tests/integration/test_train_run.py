@@ -223,7 +223,7 @@ def test_damaged_earlier_task_checkpoint_rewinds_to_it(reference, tmp_path, caps
     result = run_continual(_cfg(), out)
     err = capsys.readouterr().err
     assert f"warning: {ckpt / 'task_2.pt'}: damaged (" in err
-    assert "retraining task 2 and the 1 after it from the last good checkpoint" in err
+    assert "retraining tasks 2 to 3 from the last good checkpoint" in err
     assert _comparable(result) == _comparable(reference[1])
 
 
