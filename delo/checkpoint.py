@@ -10,6 +10,10 @@ Layout under ``out_dir/checkpoints``:
 
 Everything is tensors and plain Python data, saved with ``torch.save`` through a temp file + ``os.replace`` and
 read back with ``torch.load(weights_only=True)``. No optimiser state: each task starts a fresh AdamW.
+
+A file that cannot be read back (cut short, garbage, not a checkpoint of this layout) raises
+:class:`~delo.config.DamagedFileError` naming it; the runner turns a damaged task file into "retrain from the last
+good task" and a damaged ``state.pt`` into exit 2.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 
 from delo.atomic import atomic_write
-from delo.config import ConfigError
+from delo.config import ConfigError, DamagedFileError, reader_error
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIRNAME = "checkpoints"
@@ -45,8 +49,33 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
 
 
-def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+STATE_KEYS = (
+    "next_task",
+    "num_tasks",
+    "task_keys",
+    "rng",
+    "results",
+    "history",
+    "steps_done",
+    "elapsed_s",
+    "config",
+    "config_hash",
+    "fingerprint",
+)
+
+
+def _load(path: Path, advice: str) -> dict[str, Any]:
+    """torch.load, with any reader failure (truncated zip, garbage pickle, not a dict) as DamagedFileError: a
+    checkpoint is only ever written whole, so an unreadable one was damaged after the fact."""
+    if path.stat().st_size == 0:
+        raise DamagedFileError(path, "empty file", advice)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... by failure mode
+        raise DamagedFileError(path, f"not a readable checkpoint: {reader_error(exc)}", advice) from None
+    if not isinstance(payload, dict):
+        raise DamagedFileError(path, f"holds a {type(payload).__name__}, not a checkpoint", advice)
+    return payload
 
 
 def save_task(ckpt_dir: Path, task: int, tensors: dict[str, torch.Tensor]) -> Path:
@@ -62,15 +91,19 @@ def save_task(ckpt_dir: Path, task: int, tensors: dict[str, torch.Tensor]) -> Pa
 
 
 def load_task(ckpt_dir: Path, task: int) -> dict[str, torch.Tensor]:
+    """Task ``task``'s tensors; DamagedFileError when the file is absent (state.pt lists it), unreadable or not
+    this task's."""
     path = task_file(ckpt_dir, task)
+    advice = f"Remove {Path(ckpt_dir)} (or use another output folder) to start the run over"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: task checkpoint missing although {Path(ckpt_dir) / STATE_FILE} lists it"
-        )
-    payload = _load(path)
+        raise DamagedFileError(path, f"missing although {Path(ckpt_dir) / STATE_FILE} lists it", advice)
+    payload = _load(path, advice)
     if payload.get("task") != task:
-        raise ValueError(f"{path}: holds task index {payload.get('task')}, expected {task}")
-    return payload["tensors"]
+        raise DamagedFileError(path, f"holds task index {payload.get('task')!r}, expected {task}", advice)
+    tensors = payload.get("tensors")
+    if not isinstance(tensors, dict) or not all(torch.is_tensor(t) for t in tensors.values()):
+        raise DamagedFileError(path, "no tensors in it", advice)
+    return tensors
 
 
 def save_state(ckpt_dir: Path, state: dict[str, Any]) -> Path:
@@ -84,11 +117,18 @@ def load_state(ckpt_dir: Path) -> dict[str, Any] | None:
     path = Path(ckpt_dir) / STATE_FILE
     if not path.is_file():
         return None
-    state = _load(path)
+    advice = (
+        f"It is the run's commit point, so nothing can be resumed without it: restore it from a copy, or remove "
+        f"{Path(ckpt_dir)} (or use another output folder) to start the run over"
+    )
+    state = _load(path, advice)
     if state.get("format") != FORMAT_VERSION:
         raise CheckpointMismatchError(
             f"{path}: checkpoint format {state.get('format')!r}, this code reads format {FORMAT_VERSION}"
         )
+    absent = [key for key in STATE_KEYS if key not in state]
+    if absent:
+        raise DamagedFileError(path, f"lacks {', '.join(absent)}", advice)
     return state
 
 

@@ -41,14 +41,18 @@ def train(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config or DEFAULT_PROFILE, args.overrides)
         from delo.backbone import check_backbone_available
         from delo.data import prepare_data
+        from delo.folderlock import FolderLock
 
         check_backbone_available(cfg.model.backbone)
-        prepare_data(cfg)
         out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        print(
-            f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)", file=sys.stderr
-        )
-        result = run_continual(cfg, out, progress=True)
+        # one writer per folder: a second run on it would mix its checkpoints and result.json with this one's
+        with FolderLock(out, "run", "use another --out"):
+            prepare_data(cfg)
+            print(
+                f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)",
+                file=sys.stderr,
+            )
+            result = run_continual(cfg, out, progress=True)
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -121,9 +125,15 @@ def summarize(argv: list[str] | None = None) -> int:
         print(f"error: {folder}: no such sweep folder", file=sys.stderr)
         return 2
 
+    from delo.config import ConfigError
     from delo.sweep.report import write_report
 
-    for path in write_report(folder):
+    try:
+        paths = write_report(folder)
+    except ConfigError as exc:  # a damaged file in the folder: DamagedFileError names it and the remedy
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0
 

@@ -32,6 +32,30 @@ class ConfigError(ValueError):
     """A config problem; the launchers print it and exit with status 2."""
 
 
+class DamagedFileError(ConfigError):
+    """A file the project wrote earlier cannot be read back (cut short by a full disk or a partial copy,
+    overwritten, not ours). The message names the file, what is wrong with it and what to do; launchers exit 2."""
+
+    def __init__(self, path: str | Path, problem: str, advice: str):
+        self.path, self.problem, self.advice = Path(path), problem, advice
+        super().__init__(f"{path}: damaged file ({problem}). {advice}")
+
+
+def reader_error(exc: BaseException, limit: int = 160) -> str:
+    """The first line of a reader's exception, shortened: what a one-line message can carry."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # torch appends paragraphs of advice after the first sentence (one suggests weights_only=False): dropped
+    first = lines[0].split(". ", 1)[0].rstrip(".") if lines else ""
+    marker = "WeightsUnpickler error:"  # the actual cause, further down, sometimes on the next line
+    for n, line in enumerate(lines):
+        if marker in line:
+            cause = line.split(marker, 1)[1].strip() or (lines[n + 1] if n + 1 < len(lines) else "")
+            first = f"{marker} {cause}"
+            break
+    text = f"{type(exc).__name__}: {first}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _Section(BaseModel):
     # Field docstrings become descriptions, so the README's config reference is generated from this file.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -365,6 +389,59 @@ def _format_errors(err: ValidationError, source: str) -> str:
 # YAML and key=value
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice (or two keys that differ only in case); the message says where."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a repeated key, or with two keys that differ only in case.
+
+    Plain PyYAML keeps the last of two equal keys without a word, so ``model: {E: 4, E: 8}`` would run E=8 and a
+    typo'd ``e:`` next to ``E:`` could shadow a value; both are refused with the key's dotted path and both line
+    numbers. Merge keys (``<<: *anchor``) may still be overridden by explicit keys, as YAML intends."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_keys(node, "")
+        return node
+
+
+def _check_keys(node: yaml.Node, prefix: str) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_keys(item, f"{prefix}[{i}]")
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, yaml.Node] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
+        dotted = f"{prefix}.{name}" if prefix else name
+        if isinstance(key_node, yaml.ScalarNode):
+            first = seen.get(name.casefold())
+            if first is not None:
+                line, again = first.start_mark.line + 1, key_node.start_mark.line + 1
+                if first.value == name:
+                    raise DuplicateKeyError(
+                        f"duplicated key '{dotted}' (lines {line} and {again}); YAML would silently keep the "
+                        "last one. Remove one of them."
+                    )
+                raise DuplicateKeyError(
+                    f"keys '{prefix + '.' if prefix else ''}{first.value}' (line {line}) and '{dotted}' (line "
+                    f"{again}) differ only in case; keys are case-sensitive, so one of them is not the "
+                    "setting it looks like. Keep the right spelling only."
+                )
+            seen[name.casefold()] = key_node
+        _check_keys(value_node, dotted)
+
+
+def strict_yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that raises :class:`DuplicateKeyError` for repeated (or case-only different) keys."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml_mapping(
     path: str | Path,
     what: str = "config file",
@@ -378,7 +455,9 @@ def read_yaml_mapping(
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = strict_yaml_load(path.read_text())
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     if data is None and empty_ok:
@@ -391,7 +470,7 @@ def read_yaml_mapping(
 def read_yaml_or_none(path: str | Path) -> Any:
     """A YAML file's content, or None when it is absent or unreadable (bookkeeping files a crash may cut)."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return strict_yaml_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         return None
 
@@ -403,7 +482,9 @@ def split_assignment(text: str, what: str = "override", form: str = "section.key
         raise ConfigError(f"{what} {text!r} must look like {form}")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = strict_yaml_load(raw) if raw.strip() else ""
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{what} {text!r}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

@@ -26,7 +26,7 @@ import torch
 
 from delo import checkpoint, runtime
 from delo.atomic import atomic_write_json
-from delo.config import RunConfig
+from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
@@ -212,6 +212,7 @@ class _Run:
         self.reuse: dict[tuple[str, int], Reuse] = {}
         self.history: list[dict[str, Any]] = []
         self.steps_done, self.elapsed_before, self.next_task = 0, 0.0, 0
+        self.steps_by_task: list[int] = []  # lets a damaged task checkpoint rewind to the task before it
         if self.state is not None:
             self._restore()
 
@@ -224,13 +225,39 @@ class _Run:
 
     def _restore(self) -> None:
         s = self.state
+        tasks, damaged = [], None
         for k in range(s["next_task"]):
+            try:
+                tasks.append(checkpoint.load_task(self.ckpt_dir, k))
+            except DamagedFileError as exc:
+                damaged = exc
+                break
+        good = len(tasks)
+        steps_by_task = list(s.get("steps_by_task", []))
+        if damaged is not None:
+            if len(steps_by_task) < good:  # written before steps_by_task existed: cannot rewind exactly
+                raise damaged
+            last = s["next_task"]
+            which = f"task {good + 1}" if good + 1 == last else f"tasks {good + 1} to {last}"
+            print(
+                f"warning: {damaged.path}: damaged ({damaged.problem}); retraining {which} from the last good "
+                "checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+        for k, tensors in enumerate(tasks):
             self._begin(k)
-            self.model.load_task_state(k, checkpoint.load_task(self.ckpt_dir, k))
-        self.model.task_keys.copy_(s["task_keys"].to(self.model.task_keys.device))
-        self.books = {split: ResultBook(self.T, s["results"][split]) for split in self.splits}
-        self.history = list(s["history"])
-        self.steps_done, self.elapsed_before, self.next_task = s["steps_done"], s["elapsed_s"], s["next_task"]
+            self.model.load_task_state(k, tensors)
+        # Earlier tasks' keys never change after their task, so the first `good` rows are those of that moment.
+        self.model.task_keys.copy_(s["task_keys"][:good].to(self.model.task_keys.device))
+        self.books = {
+            split: ResultBook(self.T, _rows_before(s["results"][split], good)) for split in self.splits
+        }
+        self.history = list(s["history"][:good])
+        self.steps_by_task = steps_by_task[:good]
+        self.steps_done = sum(self.steps_by_task) if damaged is not None else s["steps_done"]
+        self.elapsed_before, self.next_task = s["elapsed_s"], good
+        # Every phase reseeds from (seed, phase, task), so restoring the RNG of a later task is harmless.
         runtime.restore_rng(s["rng"])
 
     # -- one task -----------------------------------------------------------------------------------------
@@ -268,6 +295,7 @@ class _Run:
             probe=probe,
         )
         self.steps_done += losses["train_steps"]
+        self.steps_by_task.append(losses["train_steps"])
         return losses
 
     def _probe_batch(self, k: int) -> dict:
@@ -325,6 +353,7 @@ class _Run:
                 "results": {s: b.data for s, b in self.books.items()},
                 "history": self.history,
                 "steps_done": self.steps_done,
+                "steps_by_task": list(self.steps_by_task),
                 "elapsed_s": self.elapsed(),
                 "config": self.cfg.to_dict(),
                 "config_hash": self.cfg.hash(),
@@ -395,6 +424,17 @@ def run_continual(
     finally:
         tb.close()
     return result
+
+
+def _rows_before(data: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Result matrices with the rows from ``rows`` on emptied (a rewound run fills them again)."""
+    from delo import metrics
+
+    out = {}
+    for name, matrix in data.items():
+        blank = metrics.empty_matrix(len(matrix))
+        out[name] = [list(row) if j < rows else blank[j] for j, row in enumerate(matrix)]
+    return out
 
 
 def _finish(run: _Run, out_dir: Path) -> dict[str, Any]:

@@ -50,7 +50,10 @@ def load_image(
         with Image.open(path) as img:
             rgb = img.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from None
+        raise DataError(
+            f"{path}: unreadable image ({str(exc).splitlines()[0][:160]}). Restore it from the data set's source; a "
+            "synthetic set under $DELO_CACHE is regenerated when its folder is deleted"
+        ) from None
     out = processor(images=[rgb], return_tensors="pt")
     item = (out["pixel_values"][0].contiguous(), out["pixel_mask"][0].long().contiguous())
     size = item[0].numel() * item[0].element_size()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -106,16 +107,18 @@ def _check(table: Any, spec: MissingSpec, session_uids: list[list[str]], path: P
     if wrong:
         detail = ", ".join(f"{k}: table has {found.get(k)!r}, data gives {expected[k]!r}" for k in wrong[:3])
         raise DataError(
-            f"{path}: missing table does not match the data ({detail}); run prepare_data to rebuild it"
+            f"{path}: missing table does not match the data ({detail}); the launchers rebuild it when they start (or delete it)"
         )
     codes = table.get("codes")
     if not isinstance(codes, list) or len(codes) != len(session_uids):
-        raise DataError(f"{path}: malformed codes; run prepare_data to rebuild it")
+        raise DataError(f"{path}: malformed codes; the launchers rebuild it when they start (or delete it)")
     out = []
     for s, (row, uids) in enumerate(zip(codes, session_uids, strict=False)):
         values = [int(c) for c in row] if isinstance(row, str) and set(row) <= {"0", "1", "2"} else None
         if values is None or values != session_codes(spec, s, len(uids)):
-            raise DataError(f"{path}: codes of session {s} are corrupt; run prepare_data to rebuild it")
+            raise DataError(
+                f"{path}: codes of session {s} are corrupt; the launchers rebuild it when they start (or delete it)"
+            )
         out.append(values)
     return out
 
@@ -129,8 +132,10 @@ def ensure_table(spec: MissingSpec, session_uids: list[list[str]], root: Path | 
             try:
                 _check(json.loads(path.read_text()), spec, session_uids, path)
                 return path
-            except (DataError, ValueError):
-                pass  # stale or corrupt: the driver rebuilds it
+            except DataError as exc:  # stale or damaged: the driver rebuilds it, and says so
+                print(f"warning: {str(exc).split(';')[0]}; rebuilding it", file=sys.stderr)
+            except ValueError as exc:
+                print(f"warning: {path}: unreadable missing table ({exc}); rebuilding it", file=sys.stderr)
         atomic_write_text(path, json.dumps(build_table(spec, session_uids), separators=(",", ":")))
     return path
 
@@ -145,5 +150,7 @@ def load_table(spec: MissingSpec, session_uids: list[list[str]], root: Path | No
     try:
         table = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable missing table ({exc}); run prepare_data to rebuild it") from None
+        raise DataError(
+            f"{path}: unreadable missing table ({exc}); the launchers rebuild it when they start (or delete it)"
+        ) from None
     return _check(table, spec, session_uids, path)

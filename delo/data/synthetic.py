@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -508,8 +509,14 @@ def ensure_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     params = generator_params(cfg)
     with FileLock(str(folder) + ".lock"):
-        if _matches(_read_generator_json(folder), params):
+        meta = _read_generator_json(folder)
+        if _matches(meta, params):
             return folder
+        if folder.exists():  # cut short, edited or damaged: rebuilt, and said so
+            print(
+                f"warning: {folder}: damaged synthetic set (no valid generator.json); rebuilding it",
+                file=sys.stderr,
+            )
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -527,9 +534,15 @@ def ensure_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> Path:
 
 
 def check_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Trial side: the variant's folder and generator.json; DataError when absent or built with other knobs."""
+    """Trial side: the variant's folder and generator.json; DataError when absent, damaged or built with other
+    knobs."""
     folder = variant_dir(cfg, root)
     meta = _read_generator_json(folder)
+    if meta is None and (folder / "generator.json").exists():
+        raise DataError(
+            f"{folder / 'generator.json'}: damaged file (not readable JSON). The launchers rebuild the set when "
+            f"they start (python launch/train.py or launch/sweep.py); or delete {folder}"
+        )
     if meta is None:
         raise DataError(f"{folder}: synthetic benchmark not found; run prepare_data(cfg) on the driver first")
     params = generator_params(cfg)

@@ -7,6 +7,7 @@ Both use a fixed experiment name so that --resume finds them (ray-tune.md §5-6)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from delo.config import ConfigError
+from delo.folderlock import FolderLock
 from delo.sweep.experiment import (
     OPTUNA_DB,
     Status,
@@ -231,7 +233,19 @@ def start_ray(address: str | None, dashboard_port: int, num_cpus: int | None) ->
 # Launch and finish
 
 
-def launch(
+def launch(spec: str | Path, sets: list[str] | tuple[str, ...] = (), **options: Any) -> int:
+    """Run (or resume, or dry-run) a sweep. Returns the exit status: 0 ok, 1 trials failed, 2 bad input (a
+    second sweep on a busy experiment folder included), 130 interrupted (resume with --resume).
+
+    ``options`` are :func:`_launch`'s. The experiment folder is locked (delo.folderlock) from before the
+    "already holds a sweep" check until the report is written, so two drivers never share one folder.
+    """
+    with contextlib.ExitStack() as held:
+        return _launch(held, spec, sets, **options)
+
+
+def _launch(
+    held: contextlib.ExitStack,
     spec: str | Path,
     sets: list[str] | tuple[str, ...] = (),
     *,
@@ -246,8 +260,7 @@ def launch(
     check_inputs: bool = True,
     progress_interval_s: float = 20.0,
 ) -> int:
-    """Run (or resume, or dry-run) a sweep. Returns the exit status: 0 ok, 1 trials failed, 2 bad input,
-    130 interrupted (resume with --resume).
+    """:func:`launch`'s body; ``held`` keeps the experiment folder's lock until launch returns.
 
     ``run_fn`` replaces ``delo.train.run_continual`` in the trials and ``check_inputs=False`` skips the driver's
     data preparation and backbone check (both for tests of the Tune mechanics with a fake runner).
@@ -261,6 +274,7 @@ def launch(
             print(dry_run_text(sweep))
             return 0
         exp = sweep.experiment_dir
+        held.enter_context(FolderLock(exp, "sweep", "give this sweep another --storage or spec name"))
         if resume:
             check_resumable(sweep)
         elif has_experiment(exp):
@@ -299,7 +313,11 @@ def launch(
         tuner.fit()
     finally:
         ray.shutdown()
-    return finish(sweep)
+    try:
+        return finish(sweep)
+    except ConfigError as exc:  # a damaged bookkeeping file (DamagedFileError names it and says what to do)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def finish(sweep: Sweep) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from delo.atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
-from delo.config import ConfigError, read_yaml_or_none
+from delo.config import ConfigError, DamagedFileError, reader_error, strict_yaml_load
 
 if TYPE_CHECKING:
     from delo.sweep.spec import Sweep
@@ -116,8 +116,39 @@ def write_status(exp_dir: str | Path, total_trials: int, trials: dict[str, Any])
 
 def read_status(exp_dir: str | Path) -> dict[str, Any]:
     """``{"total_trials": N, "trials": {folder: {status, trial_id, task, final_ap, num_failures, error}}}``;
-    {} when absent or unreadable."""
-    return read_yaml_or_none(Path(exp_dir) / STATUS_FILE) or {}
+    {} when absent; DamagedFileError when it cannot be read back."""
+    path = Path(exp_dir) / STATUS_FILE
+    data = read_mapping_file(
+        path,
+        "Delete it: it only caches the driver's last view of the trials; the report then reads each trial's "
+        "folder, and the next --resume writes it again",
+    )
+    if data and not isinstance(data.get("trials", {}), dict):
+        raise DamagedFileError(path, "'trials' is not a mapping", "Delete it (see above)")
+    return data or {}
+
+
+def read_mapping_file(path: Path, advice: str, *, json: bool = False) -> dict[str, Any] | None:
+    """A YAML (or JSON) mapping the project wrote earlier; None when absent, DamagedFileError (with ``advice``)
+    when it is unreadable, cut short or not a mapping. Every file the driver writes is atomic, so any of these
+    means the file was damaged after the fact (a full disk, a partial copy, an editor)."""
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        if json:
+            import json as json_module
+
+            data = json_module.loads(text)
+        else:
+            data = strict_yaml_load(text)
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedFileError(path, f"unreadable: {reader_error(exc)}", advice) from None
+    except Exception as exc:  # yaml.YAMLError (yaml is imported lazily, by config)
+        raise DamagedFileError(path, f"unreadable: {reader_error(exc)}", advice) from None
+    if not isinstance(data, dict):
+        raise DamagedFileError(path, f"holds a {type(data).__name__}, not a mapping", advice)
+    return data
 
 
 def unfinished_count(status: dict[str, Any]) -> int:
@@ -140,7 +171,11 @@ def save_spec(sweep: Sweep) -> None:
 
 def read_saved_spec(exp_dir: str | Path) -> dict[str, Any]:
     """The ``spec`` part of a saved sweep_spec.yaml ({} when absent): table layout, name, description."""
-    return (read_yaml_or_none(Path(exp_dir) / SPEC_FILE) or {}).get("spec", {})
+    advice = (
+        "It is the spec saved at the sweep's first start: restore it from a copy, or delete it together with "
+        f"{HASH_FILE} (the report then uses the default table layout; --resume is refused without them)"
+    )
+    return (read_mapping_file(Path(exp_dir) / SPEC_FILE, advice) or {}).get("spec", {})
 
 
 def check_resumable(sweep: Sweep) -> None:

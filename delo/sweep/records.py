@@ -22,6 +22,7 @@ from delo.sweep.experiment import (
     TUNE_RESULT,
     Status,
     error_reason,
+    read_mapping_file,
     read_status,
 )
 
@@ -72,11 +73,19 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def _read_json(path: Path, advice: str) -> dict[str, Any] | None:
+    """A JSON file a trial wrote (atomically); None when absent, DamagedFileError when it cannot be read back."""
+    return read_mapping_file(path, advice, json=True)
+
+
+_TRIAL_INFO_ADVICE = (
+    "The trial writes it when it starts: restore it from a copy, or delete it (the report then leaves this "
+    "trial folder out)"
+)
+_RUNNER_RESULT_ADVICE = (
+    "The run writes it at its end: restore it from a copy, or delete it (the report then lacks this trial's "
+    "result matrix and parameter counts; its metrics come from Tune's own files)"
+)
 
 
 def collect(exp_dir: str | Path) -> list[TrialRecord]:
@@ -103,7 +112,7 @@ def collect(exp_dir: str | Path) -> list[TrialRecord]:
 
 
 def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
-    info = _read_json(trial_dir / TRIAL_INFO) or {}
+    info = _read_json(trial_dir / TRIAL_INFO, _TRIAL_INFO_ADVICE) or {}
     rec = TrialRecord(
         name=trial_dir.name,
         trial_id=info.get("trial_id", ""),
@@ -130,7 +139,10 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
         rec.status = Status.INCOMPLETE
     if rec.status == Status.ERROR:
         rec.error = status.get("error") or error_reason(trial_dir / TUNE_ERROR)
-    run = _read_json(trial_dir / info.get("out_dir", trial_dir.name) / RUNNER_RESULT) or {}
+    run = (
+        _read_json(trial_dir / info.get("out_dir", trial_dir.name) / RUNNER_RESULT, _RUNNER_RESULT_ADVICE)
+        or {}
+    )
     rec.params = run.get("params")
     rec.matrix = run.get("matrix")
     rec.test_matrix = run.get("test_matrix")

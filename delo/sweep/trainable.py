@@ -106,12 +106,47 @@ def _limit_compute(resources: dict[str, float]) -> None:
 
 
 def _restore_checkpoint(checkpoint: tune.Checkpoint | None, out_dir: Path) -> None:
-    """Tune's last checkpoint is the truth: it replaces the runner's checkpoint folder (none: start clean)."""
+    """Tune's last checkpoint is the truth: it replaces the runner's checkpoint folder (none: start clean).
+
+    When its ``state.pt`` cannot be read back, the newest older checkpoint Tune kept beside it (``num_to_keep``)
+    whose state can is used instead, with a warning: the trial goes on from its last good checkpoint instead of
+    failing on every retry. A damaged task file needs no fallback: the runner retrains that task itself."""
     target = out_dir / RUNNER_CHECKPOINTS
     if target.exists():
         shutil.rmtree(target)
-    if checkpoint is not None:
-        checkpoint.to_directory(str(target))
+    if checkpoint is None:
+        return
+    checkpoint.to_directory(str(target))
+    problem = _state_problem(target)
+    if problem is None:
+        return
+    latest = Path(checkpoint.path)
+    kept = sorted(latest.parent.glob("checkpoint_*")) if latest.parent.is_dir() else []
+    for older in reversed([p for p in kept if p.name < latest.name]):
+        if _state_problem(older) is None:
+            shutil.rmtree(target)
+            shutil.copytree(older, target)
+            print(
+                f"warning: {latest / 'state.pt'}: damaged ({problem}); continuing from the older checkpoint {older}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+    # nothing better: the runner refuses the damaged state with its own message (the trial's error)
+
+
+def _state_problem(folder: Path) -> str | None:
+    """What is wrong with ``folder/state.pt`` (the runner's words), None when it reads back (or is absent)."""
+    if not (folder / "state.pt").is_file():
+        return None
+    from delo.checkpoint import load_state  # torch: only for trials that resume
+    from delo.config import DamagedFileError
+
+    try:
+        load_state(folder)
+    except DamagedFileError as exc:
+        return exc.problem
+    return None
 
 
 def make_trainable(

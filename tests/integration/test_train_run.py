@@ -2,6 +2,9 @@
 refusal of a foreign checkpoint, the NaN stop, the CLI's exit codes and the TensorBoard files."""
 
 import json
+import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +182,76 @@ def test_foreign_checkpoint_is_refused_untouched(reference):
     assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
 
 
+def _copy_checkpoints(reference, dest: Path) -> Path:
+    """A finished run's checkpoints, copied: as if another machine had left them in ``dest``."""
+    shutil.copytree(reference[0] / "checkpoints", dest / "checkpoints")
+    return dest / "checkpoints"
+
+
+@pytest.mark.slow
+def test_damaged_last_task_checkpoint_is_retrained_to_the_same_metrics(reference, tmp_path):
+    """A truncated task_3.pt (a partial copy, a full disk): one warning line naming it, task 3 trained again,
+    and the run ends with the uninterrupted run's metrics (exit 0, no traceback)."""
+    out = tmp_path / "run"
+    ckpt = _copy_checkpoints(reference, out)
+    data = (ckpt / "task_3.pt").read_bytes()
+    (ckpt / "task_3.pt").write_bytes(data[: len(data) // 2])
+    args = [a for item in TINY_RUN for a in ("--set", item)]
+    proc = _launch(*args, "--out", str(out), umask=0o022)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # what it wrote honours the umask (a colleague on shared storage can read it)
+    for path in (out / "result.json", ckpt / "task_3.pt", ckpt / "state.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {ckpt / 'task_3.pt'}: damaged (not a readable checkpoint: RuntimeError: PytorchStreamReader "
+        "failed reading zip archive: failed finding central directory); retraining task 3 from the last good "
+        "checkpoint"
+    ]
+    assert "Traceback" not in proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert _comparable(result) == _comparable(json.loads((reference[0] / "result.json").read_text()))
+
+
+@pytest.mark.slow
+def test_damaged_earlier_task_checkpoint_rewinds_to_it(reference, tmp_path, capsys):
+    from delo.train import run_continual
+
+    out = tmp_path / "run"
+    ckpt = _copy_checkpoints(reference, out)
+    (ckpt / "task_2.pt").write_bytes(b"garbage")
+    result = run_continual(_cfg(), out)
+    err = capsys.readouterr().err
+    assert f"warning: {ckpt / 'task_2.pt'}: damaged (" in err
+    assert "retraining tasks 2 to 3 from the last good checkpoint" in err
+    assert _comparable(result) == _comparable(reference[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (
+            b"garbage",
+            "not a readable checkpoint: UnpicklingError: WeightsUnpickler error: Unsupported operand 103",
+        ),
+        (None, "not a readable checkpoint: RuntimeError: PytorchStreamReader failed reading zip archive"),
+    ],
+    ids=["garbage", "truncated"],
+)
+def test_damaged_state_exits_2_naming_the_file(reference, tmp_path, damage, problem):
+    out = tmp_path / "run"
+    ckpt = _copy_checkpoints(reference, out)
+    state = ckpt / "state.pt"
+    state.write_bytes(damage if damage is not None else state.read_bytes()[:100])
+    proc = _launch(*[a for item in TINY_RUN for a in ("--set", item)], "--out", str(out))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {state}: damaged file ({problem}")
+    assert f"restore it from a copy, or remove {ckpt} (or use another output folder)" in line
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_the_run(prepared, tmp_path):
     from delo.train import NonFiniteLossError, run_continual
@@ -226,7 +299,7 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     assert metadata.SESSION_END_INFO_TAG in content
 
 
-def _launch(*args, timeout=300):
+def _launch(*args, timeout=300, umask=None):
     return subprocess.run(
         [sys.executable, str(ROOT / "launch" / "train.py"), *args],
         check=False,
@@ -234,6 +307,7 @@ def _launch(*args, timeout=300):
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        preexec_fn=None if umask is None else lambda: os.umask(umask),
     )
 
 

@@ -9,7 +9,7 @@ import torch
 
 from delo import checkpoint as ck
 from delo import runtime
-from delo.config import ConfigError, load_config
+from delo.config import ConfigError, DamagedFileError, load_config
 
 
 def test_task_and_state_round_trip_weights_only(tmp_path):
@@ -23,7 +23,12 @@ def test_task_and_state_round_trip_weights_only(tmp_path):
     assert not back["head.weight"].requires_grad
 
     assert ck.load_state(d) is None
-    state = {"next_task": 2, "matrix": [[1.0, None], [float("nan"), 2.0]], "keys": torch.zeros(2, 8)}
+    state = {
+        **dict.fromkeys(ck.STATE_KEYS, 0),
+        "next_task": 2,
+        "matrix": [[1.0, None], [float("nan"), 2.0]],
+        "keys": torch.zeros(2, 8),
+    }
     ck.save_state(d, state)
     loaded = ck.load_state(d)
     assert loaded["next_task"] == 2 and loaded["matrix"][0] == [1.0, None]
@@ -42,10 +47,47 @@ def test_failed_save_leaves_the_old_file(tmp_path):
 def test_task_file_must_hold_its_task(tmp_path):
     ck.save_task(tmp_path, 0, {"x": torch.ones(1)})
     (tmp_path / "task_1.pt").rename(tmp_path / "task_2.pt")
-    with pytest.raises(ValueError, match="expected 1"):
+    with pytest.raises(DamagedFileError, match="expected 1"):
         ck.load_task(tmp_path, 1)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(
+        DamagedFileError, match=r"task_6.pt: damaged file \(missing although .*state.pt lists it"
+    ):
         ck.load_task(tmp_path, 5)
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda b: b[: len(b) // 2], "PytorchStreamReader failed reading zip archive"),
+        (lambda b: b"garbage", "UnpicklingError: WeightsUnpickler error: Unsupported operand 103"),
+        (lambda b: b"", "(empty file)"),
+    ],
+    ids=["truncated", "garbage", "empty"],
+)
+def test_damaged_files_name_the_file_problem_and_remedy(tmp_path, damage, problem):
+    ck.save_task(tmp_path, 0, {"x": torch.ones(1)})
+    ck.save_state(tmp_path, dict.fromkeys(ck.STATE_KEYS, 0))
+    for name, call in (
+        ("task_1.pt", lambda: ck.load_task(tmp_path, 0)),
+        ("state.pt", lambda: ck.load_state(tmp_path)),
+    ):
+        path = tmp_path / name
+        path.write_bytes(damage(path.read_bytes()))
+        with pytest.raises(DamagedFileError) as err:
+            call()
+        text = str(err.value)
+        assert text.startswith(f"{path}: damaged file (") and problem in text and "\n" not in text
+        assert f"remove {tmp_path} (or use another output folder)" in text.lower()
+        assert err.value.path == path
+
+
+def test_state_of_another_shape_is_damaged(tmp_path):
+    ck.atomic_save([1, 2], tmp_path / "state.pt")
+    with pytest.raises(DamagedFileError, match="holds a list, not a checkpoint"):
+        ck.load_state(tmp_path)
+    ck.atomic_save({"format": ck.FORMAT_VERSION, "next_task": 1}, tmp_path / "state.pt")
+    with pytest.raises(DamagedFileError, match="lacks num_tasks, task_keys"):
+        ck.load_state(tmp_path)
 
 
 def test_foreign_config_or_data_is_refused_with_the_differing_keys(tmp_path):

@@ -143,6 +143,42 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(loop)
 
 
+def test_duplicated_keys_are_refused_with_both_lines(tmp_path):
+    """PyYAML alone keeps the last of two equal keys silently; a run config must not run E=8 when it says E=4."""
+    dup = write(tmp_path / "dup.yaml", "model:\n  E: 4\n  r: 2\n  E: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(dup)
+    assert str(err.value).startswith(f"{dup}: duplicated key 'model.E' (lines 2 and 4)")
+    top = write(tmp_path / "top.yaml", "seed: 1\nmodel: {E: 8}\nseed: 2\n")
+    with pytest.raises(ConfigError, match=r"top.yaml: duplicated key 'seed' \(lines 1 and 3\)"):
+        load_config(top)
+    # in a parent named by extends: the parent file is the one named
+    child = write(tmp_path / "child.yaml", "extends: dup.yaml\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: duplicated key 'model.E'"):
+        load_config(child)
+    # inside a list of mappings
+    listed = write(tmp_path / "listed.yaml", "model:\n  targets: [a]\nx:\n  - {a: 1, a: 2}\n")
+    with pytest.raises(ConfigError, match=r"duplicated key 'x\[0\].a' \(lines 4 and 4\)"):
+        load_config(listed)
+    with pytest.raises(ConfigError, match="duplicated key 'E'"):
+        load_config(overrides=["model={E: 4, E: 8}"])
+
+
+def test_keys_differing_only_in_case_are_refused(tmp_path):
+    case = write(tmp_path / "case.yaml", "model:\n  E: 4\n  e: 8\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(case)
+    assert f"{case}: keys 'model.E' (line 2) and 'model.e' (line 3) differ only in case" in str(err.value)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    """``<<: *anchor`` followed by an explicit key is YAML's own override, not a duplicate."""
+    merged = write(tmp_path / "merged.yaml", "base: &b {E: 4, r: 2}\nmodel:\n  <<: *b\n  E: 8\n")
+    from delo.config import read_yaml_mapping
+
+    assert read_yaml_mapping(merged)["model"] == {"E": 8, "r": 2}
+
+
 def test_override_needs_equals_sign():
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("model.E")

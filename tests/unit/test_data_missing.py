@@ -61,7 +61,7 @@ def test_ensure_and_load_verify(tmp_path):
     mtime = path.stat().st_mtime_ns
     ensure_table(spec, uids, tmp_path)  # idempotent: a valid table is left alone
     assert path.stat().st_mtime_ns == mtime
-    with pytest.raises(DataError, match="n_per_session.*run prepare_data"):
+    with pytest.raises(DataError, match="n_per_session.*the launchers rebuild it"):
         load_table(spec, _uids([20, 31]), tmp_path)
     with pytest.raises(DataError, match="ids_hash"):
         load_table(spec, [uids[0], [u + "x" for u in uids[1]]], tmp_path)

@@ -169,6 +169,19 @@ BAD = {
         "must be < T=3",
     ),
     "bad_name": ("name: a/b\ngrid: {}\n", "names a folder"),
+    "duplicated_top_key": ("name: x\ngrid: {}\nname: y\n", "duplicated key 'name' (lines 1 and 3)"),
+    "duplicated_axis": (
+        "name: x\ngrid:\n  axes:\n    model.E: [4]\n    model.E: [8]\n",
+        "duplicated key 'grid.axes.model.E' (lines 4 and 5)",
+    ),
+    "duplicated_in_base_config": (
+        "name: x\nbase: {config: {model: {E: 4, E: 8}}}\ngrid: {}\n",
+        "duplicated key 'base.config.model.E' (lines 2 and 2)",
+    ),
+    "case_only_variants": (
+        "name: x\ngrid:\n  variants:\n    wide: {model.E: 8}\n    Wide: {model.E: 4}\n",
+        "keys 'grid.variants.wide' (line 4) and 'grid.variants.Wide' (line 5) differ only in case",
+    ),
     "conflict": ("name: x\ngrid: {variants: {a: {model.E: 8}}, axes: {model.E: [8, 16]}}\n", "also sets"),
 }
 

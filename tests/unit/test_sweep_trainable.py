@@ -7,9 +7,11 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 from ray import tune as ray_tune
 
 from delo.config import ConfigError
+from delo.folderlock import LOCK_FILE
 from delo.sweep.driver import launch, start_ray, write_hparams_config
 from delo.sweep.experiment import RUNNER_CHECKPOINTS, save_spec
 from delo.sweep.grid import TRIAL_KEY
@@ -91,6 +93,32 @@ def test_trial_resumes_from_tune_checkpoint(fake_tune, fakes):
     assert [m["task"] for m, _ in reports] == [2, 3]
 
 
+def test_damaged_tune_checkpoint_falls_back_to_the_older_one(tmp_path, capsys):
+    """Tune keeps two checkpoints per trial; when the newest one's state.pt is garbage the trial continues from
+    the older one (one warning line) instead of failing the same way on every retry."""
+    from delo import checkpoint as ck
+    from delo.sweep.trainable import _restore_checkpoint
+
+    trial = tmp_path / "trial"
+    for n in (1, 2):
+        ck.save_task(trial / f"checkpoint_00000{n}", n - 1, {"x": torch.ones(1)})
+        ck.save_state(trial / f"checkpoint_00000{n}", {**dict.fromkeys(ck.STATE_KEYS, 0), "next_task": n})
+    (trial / "checkpoint_000002" / "state.pt").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    _restore_checkpoint(ray_tune.Checkpoint.from_directory(str(trial / "checkpoint_000002")), out)
+    assert ck.load_state(out / RUNNER_CHECKPOINTS)["next_task"] == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"warning: {trial / 'checkpoint_000002' / 'state.pt'}: damaged (not a readable checkpoint: UnpicklingError: "
+        f"WeightsUnpickler error: Unsupported operand 103); continuing from the older checkpoint "
+        f"{trial / 'checkpoint_000001'}"
+    )
+    # no good older one: the damaged state stays, and the runner refuses it with its own message
+    (trial / "checkpoint_000001" / "state.pt").write_bytes(b"")
+    _restore_checkpoint(ray_tune.Checkpoint.from_directory(str(trial / "checkpoint_000002")), out)
+    assert (out / RUNNER_CHECKPOINTS / "state.pt").read_bytes() == b"garbage"
+
+
 def test_report_without_metric_is_an_error(fake_tune, tmp_path):
     sweep = load_sweep(ROOT / "sweeps/rank_factor.yaml", ["data.num_tasks=2"])
 
@@ -117,7 +145,9 @@ def test_launch_refuses_existing_experiment_without_resume(tmp_path, capsys):
     before = sorted(p.name for p in sweep.experiment_dir.iterdir())
     assert launch(ROOT / "sweeps/smoke.yaml", storage=str(tmp_path)) == 2
     assert "Pass --resume" in capsys.readouterr().err
-    assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == before
+    # only the folder's lock file (delo.folderlock), left empty on release, is new
+    assert sorted(p.name for p in sweep.experiment_dir.iterdir()) == sorted([*before, LOCK_FILE])
+    assert (sweep.experiment_dir / LOCK_FILE).read_text() == ""
 
 
 def test_launch_resume_of_changed_spec_exits_2_with_diff(tmp_path, capsys):
