@@ -52,7 +52,6 @@ def atomic_save(obj: Any, path: Path) -> None:
 STATE_KEYS = (
     "next_task",
     "num_tasks",
-    "task_keys",
     "rng",
     "results",
     "history",

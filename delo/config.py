@@ -61,11 +61,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+#: every ``model.method``; docs/methods.md has a section per method (delo.methods.REGISTRY builds them)
+METHODS = ("delo",)
+Method = Literal["delo"]
+
+
 class ModelConfig(_Section):
     backbone: str = "tiny"
     """`tiny` (the shipped pretrained ViLT), a hub id such as `dandelin/vilt-b32-mlm`, or a local folder."""
+    method: Method = "delo"
+    """The continual method on the frozen ViLT: `delo` or a comparator (docs/methods.md). The keys without a
+    method prefix (`E`, `r`, `variant`, ...) and the `loss` section are DeLo's."""
     variant: Literal["delo", "delo_lora", "no_guide", "unified_pool"] = "delo"
-    """Table 4 ablation: full method, one static LoRA per task, no cross-modal guide, one shared pool."""
+    """DeLo's Table 4 ablation: full method, one static LoRA per task, no cross-modal guide, one shared pool
+    (only with `model.method=delo`)."""
     E: int = Field(16, ge=1)
     """Factors (pool entries) per pool (per site, modality and task); rank one unless `model.entry_rank=r`."""
     r: int = Field(4, ge=1)
@@ -111,7 +120,12 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _rank_below_pool(self) -> ModelConfig:
-        if self.variant != "delo_lora" and self.r >= self.E:
+        if self.method != "delo" and self.variant != "delo":
+            raise ValueError(
+                f"model.variant={self.variant} is DeLo's ablation switch; with model.method={self.method} leave "
+                "it at delo (compare delo_lora as model.method=delo, model.variant=delo_lora)"
+            )
+        if self.method == "delo" and self.variant != "delo_lora" and self.r >= self.E:
             raise ValueError(f"model.r={self.r} must be < model.E={self.E} (r of E factors are selected)")
         if not self.targets:
             raise ValueError("model.targets must name at least one linear layer suffix")
@@ -243,7 +257,8 @@ class DebugConfig(_Section):
     diagnostics: StrictBool = True
     """Training-dynamics scalars in TensorBoard (`dynamics/`): routing entropy and churn on a fixed probe batch per
     epoch, gradient norms of factors / routers / map and the share of factor rows only L_con's pass gathered,
-    every `debug.diagnostics_every` steps. Never changes results."""
+    every `debug.diagnostics_every` steps (DeLo only: other methods have no routers to measure). Never changes
+    results."""
     diagnostics_every: int = Field(10, ge=1)
     """Steps between two gradient-norm / proxy-row measurements of `debug.diagnostics`."""
 

@@ -26,6 +26,11 @@ class LossOutput:
     rows_main: dict[str, Tensor] | None = None
     rows_proxy: dict[str, Tensor] | None = None
 
+    @property
+    def parts(self) -> dict[str, Tensor]:
+        """The unweighted terms, as every method's loss names its parts (train_loss_<name>)."""
+        return {"cls": self.cls, "align": self.align, "con": self.con}
+
 
 def classification_loss(logits: Tensor, labels: Tensor, span: slice, multilabel: bool) -> Tensor:
     """CE over head k with task-local labels, or mean BCE over task k's label columns.

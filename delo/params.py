@@ -56,12 +56,6 @@ def count_parameters(
 
 
 def count_model_parameters(model) -> dict[str, int]:
-    """The same counts from a ``DeLoModel``'s actual parameters (its latest task as the trainable one)."""
-    last = model.num_tasks - 1
-    trainable = sum(p.numel() for p in model.task_parameters(last))
-    head = sum(p.numel() for p in model.heads[last].parameters())
-    return {
-        "adapters_per_task": trainable - head,
-        "trainable": trainable,
-        "total": sum(p.numel() for p in model.parameters()),
-    }
+    """The same counts from an instantiated model's actual parameters (its latest task as the trainable one);
+    every method implements ``parameter_counts`` (delo.methods.base)."""
+    return model.parameter_counts()

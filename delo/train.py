@@ -31,7 +31,6 @@ from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
-LOSS_PARTS = ("total", "cls", "align", "con")
 PROBE_SIZE = 16  # samples of the per-epoch routing probe (debug.diagnostics)
 
 
@@ -40,18 +39,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _build(cfg: RunConfig, multilabel: bool, device: torch.device):
-    """Frozen backbone + DeLo model on ``device``; seeded so the model's own initial tensors are reproducible."""
+    """Frozen backbone + the ``model.method`` model on ``device``; seeded so the model's own initial tensors are
+    reproducible."""
     from delo.backbone import load_backbone
-    from delo.model import DeLoModel
+    from delo.methods import build_method
 
     runtime.seed_everything(runtime.derive_seed(cfg.seed, "build"))
     backbone = load_backbone(cfg.model, data_square=cfg.data.square)
-    model = DeLoModel(backbone.vilt, cfg.model, multilabel=multilabel).to(device)
+    model = build_method(backbone.vilt, cfg.model, multilabel).to(device)
     return model, backbone
 
 
 def build_model(cfg: RunConfig, multilabel: bool | None = None):
-    """A fresh DeLo model for ``cfg`` (no task begun yet). ``multilabel`` defaults to what the data set is."""
+    """A fresh model of ``cfg.model.method`` (no task begun yet). ``multilabel`` defaults to what the data set is."""
     if multilabel is None:
         multilabel = cfg.data.name == "mmimdb" or (
             cfg.data.name == "synthetic" and cfg.data.synthetic.kind == "ml"
@@ -115,17 +115,16 @@ def train_task(
     on ``device``) feeds the per-epoch routing diagnostics of :mod:`delo.diagnostics`.
     """
     from delo.diagnostics import Dynamics
-    from delo.losses import compute_loss
 
     total = steps_per_task(cfg, len(loader))
     opt, sched = make_optimizer(model, task, cfg, total)
-    dynamics = (
-        Dynamics(model, task, probe, cfg.debug.diagnostics_every) if tb and cfg.debug.diagnostics else None
-    )
+    # the routing dynamics read DeLo's pools and routers; other methods have none to measure
+    diagnose = tb is not None and cfg.debug.diagnostics and cfg.model.method == "delo"
+    dynamics = Dynamics(model, task, probe, cfg.debug.diagnostics_every) if diagnose else None
     if dynamics is not None:
         with runtime.autocast(device):
             dynamics.probe()  # the reference selections of the epoch-1 churn
-    sums = dict.fromkeys(LOSS_PARTS, 0.0)
+    sums: dict[str, float] = {}
     bar = _progress_bar(total, label) if progress else None
     model.train()
     step, samples, t0 = 0, 0, time.perf_counter()
@@ -136,7 +135,7 @@ def train_task(
             batch = runtime.move_batch(batch, device)
             measure = dynamics is not None and dynamics.measures(step)
             with runtime.autocast(device):
-                out = compute_loss(model, batch, task, cfg.loss, record_rows=measure)
+                out = model.training_loss(batch, task, cfg.loss, record_rows=measure)
             loss = out.total
             global_step = step0 + step + 1
             if cfg.debug.nan_at_step == global_step:
@@ -152,9 +151,10 @@ def train_task(
                 dynamics.after_backward(out)
             opt.step()
             sched.step()
-            for part in LOSS_PARTS:
-                value = loss if part == "total" else getattr(out, part)
-                sums[part] += float(value.detach()) if torch.is_tensor(value) else float(value)
+            for part, value in {"total": loss, **out.parts}.items():
+                sums[part] = sums.get(part, 0.0) + (
+                    float(value.detach()) if torch.is_tensor(value) else value
+                )
             step += 1
             samples += int(batch["missing"].shape[0])
             if tb is not None and (step % 10 == 0 or step == total):
@@ -248,8 +248,6 @@ class _Run:
         for k, tensors in enumerate(tasks):
             self._begin(k)
             self.model.load_task_state(k, tensors)
-        # Earlier tasks' keys never change after their task, so the first `good` rows are those of that moment.
-        self.model.task_keys.copy_(s["task_keys"][:good].to(self.model.task_keys.device))
         self.books = {
             split: ResultBook(self.T, _rows_before(s["results"][split], good)) for split in self.splits
         }
@@ -279,7 +277,9 @@ class _Run:
     def train(self, k: int, tb) -> dict[str, float]:
         self._begin(k)
         loader = self._loader(self.bench.split(k, "train"), train=True, seed_parts=("shuffle", k))
-        probe = self._probe_batch(k) if self.cfg.debug.diagnostics else None
+        probe = (
+            self._probe_batch(k) if self.cfg.debug.diagnostics and self.cfg.model.method == "delo" else None
+        )
         # ViLT draws a random patch order from the global torch RNG on every forward
         runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "train", k))
         losses = train_task(
@@ -293,6 +293,11 @@ class _Run:
             self.progress,
             label=f"task {k + 1}/{self.T}",
             probe=probe,
+        )
+        # statistics a method accumulates at a task's end (importance, ...), from the same data, seeded
+        runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "end_task", k))
+        self.model.end_task(
+            k, lambda: self._loader(self.bench.split(k, "train"), train=False, seed_parts=("end", k))
         )
         self.steps_done += losses["train_steps"]
         self.steps_by_task.append(losses["train_steps"])
@@ -348,7 +353,6 @@ class _Run:
             {
                 "next_task": j + 1,
                 "num_tasks": self.T,
-                "task_keys": self.model.task_keys.detach().cpu().clone(),
                 "rng": runtime.capture_rng(),
                 "results": {s: b.data for s, b in self.books.items()},
                 "history": self.history,
@@ -457,10 +461,7 @@ def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
 
 
 def _param_counts(model) -> dict[str, int]:
-    from delo.params import count_model_parameters
-
-    counts = count_model_parameters(model)
-    return {"trainable": int(counts["trainable"]), "total": int(counts["total"])}
+    return {name: int(n) for name, n in model.parameter_counts().items()}
 
 
 def _json_safe(value: Any) -> Any:

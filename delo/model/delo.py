@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from transformers import ViltModel
 
 from delo.config import ModelConfig
+from delo.methods.base import ContinualMethod, Prediction
 from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
 from delo.model.inject import inject
 from delo.model.layer import DeLoLinear, group_by_input
@@ -40,12 +41,6 @@ class ModelOutput:
     selections: dict[str, tuple[Tensor, Tensor]] | None = None
 
 
-@dataclass
-class Prediction:
-    task: Tensor  # (B,) long predicted task (the true one when oracle)
-    scores: Tensor  # (B, C_total) logits in the predicted task's head columns, -inf elsewhere
-
-
 def _checkpointing_on(vilt: nn.Module) -> bool:
     """Gradient checkpointing would re-run ViLT layers after the routing context has closed."""
     return any(getattr(m, "gradient_checkpointing", False) is True for m in vilt.modules())
@@ -55,27 +50,21 @@ class _KeySiteReached(Exception):
     """Ends the expert-free pass once the TKM query is known."""
 
 
-class DeLoModel(nn.Module):
+class DeLoModel(ContinualMethod):
     frozen_after_task = True
     """Task k's pools, key and head never change after task k+1 begins, so a sample routed to task k gets the
     same prediction in every later evaluation (the evaluator's reuse relies on this)."""
 
     def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
-        super().__init__()
         if _checkpointing_on(vilt):
             raise ValueError(
                 "gradient checkpointing re-runs ViLT layers after the routing context closed; disable it"
             )
-        if vilt.pooler is None:
-            raise ValueError(
-                "the heads read ViLT's pooled output: build the ViltModel with its pooling layer"
-            )
+        super().__init__(vilt, multilabel)  # freezes vilt before the pools are injected
         num_layers = len(vilt.encoder.layer)
         if cfg.tkm_layer >= num_layers:
             raise ValueError(f"model.tkm_layer={cfg.tkm_layer} but the backbone has {num_layers} layers")
         self.cfg = cfg
-        self.multilabel = multilabel
-        self.vilt = vilt.eval().requires_grad_(False)
         self._slot = ContextSlot()
         self.site_names = inject(
             vilt, cfg.targets, lambda name, linear: DeLoLinear(linear, name, self._slot, cfg)
@@ -83,11 +72,8 @@ class DeLoModel(nn.Module):
         self._sites: list[DeLoLinear] = [vilt.get_submodule(n) for n in self.site_names]
         if cfg.variant != "delo_lora":
             group_by_input(self._sites)
-        self.hidden = vilt.config.hidden_size
         self.heads = nn.ModuleList()
         self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
-        self.num_classes: list[int] = []
-        self.offsets: list[int] = []
         self.register_buffer("_column_task", torch.zeros(0, dtype=torch.long), persistent=False)
         self._stats: RoutingStats | None = None
         vilt.embeddings.register_forward_hook(self._on_embeddings)
@@ -110,10 +96,6 @@ class DeLoModel(nn.Module):
         """Task-Key Memory buffer, (T_learned, d) shared or (T_learned, 2, d) per modality ([key^v, key^t]);
         key k also travels inside ``task_state(k)`` as ``task_key``."""
         return self.tkm.keys
-
-    def head_span(self, k: int) -> slice:
-        """Task k's global label columns."""
-        return slice(self.offsets[k], self.offsets[k] + self.num_classes[k])
 
     def begin_task(self, k: int, num_classes: int, offset: int) -> None:
         """Create task k's pools, key and head; freeze every earlier task. Tasks begin in order 0, 1, ..."""
@@ -182,10 +164,15 @@ class DeLoModel(nn.Module):
                 )
             tensor.copy_(state[name])
 
-    def train(self, mode: bool = True) -> DeLoModel:
-        super().train(mode)
-        self.vilt.eval()  # the frozen backbone never runs dropout; the pools have none
-        return self
+    def head_parameters(self, k: int) -> int:
+        return sum(p.numel() for p in self.heads[k].parameters())
+
+    def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False):
+        """``delo.losses.compute_loss`` (L_cls + lambda1 L_align + lambda2 L_con); a ``LossOutput``, whose
+        ``parts`` are cls / align / con."""
+        from delo.losses import compute_loss  # delo.losses imports this module
+
+        return compute_loss(self, batch, task, loss_cfg, record_rows=record_rows)
 
     # ------------------------------------------------------------------------------------------------------
     # Routing statistics

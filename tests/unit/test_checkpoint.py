@@ -86,7 +86,7 @@ def test_state_of_another_shape_is_damaged(tmp_path):
     with pytest.raises(DamagedFileError, match="holds a list, not a checkpoint"):
         ck.load_state(tmp_path)
     ck.atomic_save({"format": ck.FORMAT_VERSION, "next_task": 1}, tmp_path / "state.pt")
-    with pytest.raises(DamagedFileError, match="lacks num_tasks, task_keys"):
+    with pytest.raises(DamagedFileError, match="lacks num_tasks, rng"):
         ck.load_state(tmp_path)
 
 

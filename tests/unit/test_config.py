@@ -197,3 +197,13 @@ def test_readme_config_reference_is_current():
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert reference_table() in readme
+
+
+def test_every_method_has_a_registered_class():
+    """model.method's allowed values and the registry that builds them name the same methods."""
+    from delo.config import METHODS
+    from delo.methods import REGISTRY, method_class
+
+    assert tuple(REGISTRY) == METHODS
+    for name in METHODS:
+        assert callable(method_class(name))
