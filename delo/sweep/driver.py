@@ -35,6 +35,7 @@ from delo.sweep.experiment import (
 )
 from delo.sweep.grid import TRIAL_KEY, trial_of
 from delo.sweep.progress import SweepProgress
+from delo.sweep.ray_state import ray_temp_root, repair_ray_state
 from delo.sweep.report import write_report
 from delo.sweep.search import TUNE_METRIC, optuna_name
 from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
@@ -290,6 +291,12 @@ def _launch(
         return 2
     try:
         restoring = resume and can_restore(exp)
+        if restoring:
+            try:  # a Tune file cut short by a killed driver: repaired from Ray's staging copy, or exit 2
+                repair_ray_state(exp, ray_temp_root())
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         if resume and not restoring:
             print(
                 f"{exp}: no Tune state yet (interrupted before the first snapshot); starting the sweep afresh"

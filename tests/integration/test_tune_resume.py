@@ -128,3 +128,25 @@ def test_sigkill_then_resume_finishes(ray_session, fakes, tmp_path):
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"COMPLETED"}
     assert finished
+
+
+def test_resume_repairs_a_state_file_cut_short(ray_session, fakes, tmp_path):
+    """A Tune state file truncated in the experiment folder (the driver died while Ray copied it there) is
+    replaced by Ray's intact staging copy on --resume, with a warning naming it; the sweep then finishes."""
+    script = _driver(tmp_path, fakes, ray_session)
+    exp = tmp_path / "out" / "resumable"
+    proc = _start(script)
+    status = _wait_for(exp, proc, done=1)
+    finished = {n for n, s in status.items() if s["status"] == "COMPLETED"}
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    newest = sorted(exp.glob("basic-variant-state-*.json"))[-1]
+    newest.write_bytes(newest.read_bytes()[:10])
+
+    resumed = _start(script, "--resume")
+    out, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, out
+    assert f"warning: {newest}: damaged" in out
+    assert "Traceback" not in out
+    _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))
