@@ -44,6 +44,8 @@ class TrialRecord:
     params: dict[str, int] | None = None
     matrix: list | None = None
     test_matrix: list | None = None
+    # mean seconds per task over the reported tasks: {"train": ..., "eval": ...} (empty before the first task)
+    task_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -127,6 +129,11 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
     if rows:
         rec.last = rows[-1]
         rec.tasks_done = max((r.get(TASK) or 0) for r in rows)
+    by_task = {r.get(TASK): r for r in rows if r.get(TASK)}  # a retried task's last report counts
+    for part in ("train", "eval"):
+        times = [r[f"{part}_time_s"] for r in by_task.values() if r.get(f"{part}_time_s") is not None]
+        if times:
+            rec.task_seconds[part] = sum(times) / len(times)
     finals = [r for r in rows if FINAL_AP in r]
     if finals:
         rec.last = finals[-1]

@@ -58,6 +58,28 @@ PAPER = {  # method.md §13: UPMC-Food101-CMML, ViLT-B/32, eta = 0.7 both; (AP, 
     },
     "losses": {(False, False): (61.95, 12.37), (True, True): (67.42, 9.41)},
 }
+METHOD_NAMES = {  # model.method (and DeLo's delo_lora variant) -> the name in Table 2 / the comparators' papers
+    "delo": "DeLo",
+    "delo_lora": "DeLo-LoRA",
+    "rank1_pool": "Rank-1 Expert Pool",
+    "mora": "MoRA",
+    "moe_lora": "MoE-LoRA",
+    "pass_moe": "PASs-MoE",
+    "map": "MAP",
+    "msp": "MSP",
+    "l2p": "L2P",
+    "dualprompt": "DualPrompt",
+    "rebq": "RebQ",
+}
+# Table 2, UPMC-Food101-CMML, eta = 70 % both (65 % image / 65 % text present): the food101 profile's setting
+PAPER_METHODS = {
+    "map": (20.00, 75.95),
+    "msp": (19.76, 76.54),
+    "l2p": (24.62, 5.66),
+    "dualprompt": (40.69, 7.26),
+    "rebq": (59.92, 8.56),
+    "delo": (67.42, 9.41),
+}
 PAPER_NOTE = (
     "Paper: UPMC-Food101-CMML, ViLT-B/32, η = 0.7 both (method.md §13); comparable only with the "
     "food101 profile."
@@ -227,6 +249,41 @@ def _table_components(records, split) -> list[str]:
     return out + ["", PAPER_NOTE]
 
 
+def method_of(rec: TrialRecord) -> str:
+    """The method a trial ran: ``model.method``, with DeLo's static-LoRA ablation as its own row name."""
+    method = rec.cfg("model.method", "delo")
+    return "delo_lora" if method == "delo" and rec.cfg("model.variant", "delo") == "delo_lora" else method
+
+
+def _secs(recs: list[TrialRecord], part: str) -> str:
+    done = [r.task_seconds[part] for r in recs if r.completed and part in r.task_seconds]
+    return f"{sum(done) / len(done):.1f}" if done else "–"
+
+
+def _table_methods(records, split) -> list[str]:
+    out = [
+        "## Table 2: methods",
+        "",
+        "| Method | AP ↑ | FG ↓ | trainable | total | train s / task | eval s / task | n | paper AP / FG |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for recs in groups(records).values():
+        method = method_of(recs[0])
+        trainable, total = _params(recs)
+        out.append(
+            f"| {METHOD_NAMES.get(method, method)} (`{recs[0].label}`) | {_ms(recs, FINAL_AP, split)} | "
+            f"{_ms(recs, FINAL_FG, split)} | {trainable} | {total} | {_secs(recs, 'train')} | "
+            f"{_secs(recs, 'eval')} | {_n(recs)} | {_paper(PAPER_METHODS.get(method))} |"
+        )
+    return out + [
+        "",
+        "Trainable = what the latest task's optimiser gets (adapters or prompts, and the head); total = every "
+        "parameter, backbone included. Seconds are wall-clock means over tasks on the machine that ran the trial "
+        "(trials share its cores). Paper: Table 2, UPMC-Food101-CMML, ViLT-B/32, η = 70 % both (65 % / 65 %); "
+        "comparable only with the food101 profile.",
+    ]
+
+
 def _table_losses(records, split) -> list[str]:
     out = [
         "## Table 6: losses",
@@ -311,11 +368,13 @@ EXCLUDES_ZERO = "†"
 
 
 def reference_group(records: list[TrialRecord], table: str) -> str | None:
-    """The label of the row a grid is compared against: the full method for components, all losses for losses,
+    """The label of the row a grid is compared against: the full method for components, DeLo for methods, all losses for losses,
     the paper point (E=16, r=4) for rank_factor; None for other layouts or when the grid lacks that row."""
     for label, recs in groups(records).items():
         first = recs[0]
         if table == "components" and first.variant == "delo" and first.cfg("model.variant", "delo") == "delo":
+            return label
+        if table == "methods" and method_of(first) == "delo":
             return label
         if table == "losses" and first.variant == "full":
             return label
@@ -424,7 +483,8 @@ LAYOUTS = {
     "missing": _table_missing,
     "search": _table_search,
     "pareto": _table_pareto,
+    "methods": _table_methods,
 }
-"""A spec's ``table`` -> its results.md layout (paper Tables 5, 4, 6; the missing grid; the search ranking)."""
+"""A spec's ``table`` -> its results.md layout (paper Tables 5, 4, 6, 2; the missing grid; the search ranking)."""
 TABLES = (*LAYOUTS, GENERIC)
 """Every value a spec's ``table`` may take; ``generic`` is one row per trial group."""

@@ -174,8 +174,11 @@ def test_confidence_interval_uses_students_t():
     assert mean_ci([]) == (None, None)
 
 
-def _grid_trial(exp: Path, name: str, overrides: dict, seed: int, ap: float, fg: float) -> None:
-    """A completed grid trial with val rows only; overrides are dotted run-config keys."""
+def _grid_trial(
+    exp: Path, name: str, overrides: dict, seed: int, ap: float, fg: float, seconds=None, params=None
+) -> None:
+    """A completed grid trial with val rows only; overrides are dotted run-config keys; ``seconds`` a list of
+    (train, eval) seconds for tasks 1 and 2."""
     d = exp / name
     (d / name).mkdir(parents=True)
     cfg: dict = {"seed": seed}
@@ -197,8 +200,11 @@ def _grid_trial(exp: Path, name: str, overrides: dict, seed: int, ap: float, fg:
     }
     (d / "trial.json").write_text(json.dumps(info))
     rows = [{"task": 1, "ap_seen": ap}, {"task": 2, "ap_seen": ap, "final_ap": ap, "final_fg": fg}]
+    for row, (train_s, eval_s) in zip(rows, seconds or [], strict=False):
+        row.update(train_time_s=train_s, eval_time_s=eval_s)
     (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (d / name / "result.json").write_text(json.dumps({"matrix": [[ap, None], [ap, ap]]}))
+    run = {"matrix": [[ap, None], [ap, ap]], **({"params": params} if params else {})}
+    (d / name / "result.json").write_text(json.dumps(run))
 
 
 def _spec(exp: Path, table: str) -> None:
@@ -283,3 +289,36 @@ def test_pareto_front_table_and_scatter(tmp_path):
     assert "|  |  |  | test | 59.00 | 11.00 | – | – |" in section
     assert "| `E16_r4_s0_00001` | 16 | 4 | 0.13M | val | 70.00 |" in section
     assert "E16_r8" not in section and "E32_r4" not in section
+
+
+def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
+    exp = tmp_path / "methods"
+    _spec(exp, "methods")
+    data = {  # variant: (overrides, [(seed, AP, FG)], params)
+        "delo": ({"model.method": "delo"}, [(0, 70.0, 5.0), (1, 72.0, 5.0), (2, 74.0, 5.0)], 1000),
+        "mora": ({"model.method": "mora"}, [(0, 66.0, 6.0), (1, 69.0, 6.0), (2, 69.0, 6.0)], 3_000_000),
+        "lora": ({"model.variant": "delo_lora"}, [(0, 71.0, 5.0), (1, 73.0, 5.0), (2, 75.0, 5.0)], 500),
+    }
+    n = 0
+    for variant, (over, rows, trainable) in data.items():
+        for seed, ap, fg in rows:
+            params = {"trainable": trainable, "total": 2_000_000}
+            _grid_trial(exp, f"{variant}_s{seed}_{n:05d}", {"variant": variant, **over}, seed, ap, fg,
+                        seconds=[(10.0, 4.0), (20.0, 6.0)], params=params)  # fmt: skip
+            n += 1
+    write_report(exp)
+    md = (exp / "results.md").read_text()
+    assert (
+        "| Method | AP ↑ | FG ↓ | trainable | total | train s / task | eval s / task | n | paper AP / FG |"
+        in md
+    )
+    # delo: 72 ± 4.97 (as in the components test); 1000 trainable -> 1.0k; mean train 15 s, eval 5 s per task
+    assert (
+        "| DeLo (`delo`) | 72.00 ± 4.97 | 5.00 ± 0.00 | 1.0k | 2.00M | 15.0 | 5.0 | 3/3 | 67.42 / 9.41 |"
+        in md
+    )
+    assert "| MoRA (`mora`) | 68.00 ± 4.30 | 6.00 ± 0.00 | 3.00M | 2.00M | 15.0 | 5.0 | 3/3 | – |" in md
+    assert "| DeLo-LoRA (`lora`) |" in md
+    # mora - delo per seed: -4, -3, -5 (mean -4, s = 1, half 2.48: excludes 0)
+    assert "## Paired differences vs `delo`" in md
+    assert "| mora | -4.00 ± 2.48 † (n=3) | +1.00 ± 0.00 † (n=3) |" in md
