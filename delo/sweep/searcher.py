@@ -24,9 +24,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     """
 
     def __init__(self, *args, num_tasks: int, objective: str = TUNE_METRIC, **kwargs):
-        super().__init__(*args, **kwargs)
         self.num_tasks = num_tasks
-        self.objective = objective
+        self.objective = objective  # before the parent's __init__, which sets the study up
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode) -> None:
+        """The stock study, with its objectives named (optuna-dashboard and optuna.visualization show the names,
+        not "Objective 0")."""
+        super()._setup_study(mode)
+        import warnings
+
+        names = list(self.metric) if isinstance(self.metric, list) else [self.objective]
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore")
+            self._ot_study.set_metric_names(names)
 
     @property
     def study(self):

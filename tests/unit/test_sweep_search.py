@@ -132,6 +132,7 @@ def test_sqlite_study_survives_a_searcher_restore(tmp_path):
     t.suggest("b")
     t.on_trial_complete("b", {"task": 5, "ap_seen": 71.0})
     study = optuna.load_study(study_name="search", storage=optuna_storage_url(sweep.experiment_dir))
+    assert study.metric_names == [sweep.spec.search.metric]  # the value told: AP over seen tasks at the end
     assert [(x.state, x.value) for x in study.trials] == [
         (TrialState.PRUNED, None),
         (TrialState.COMPLETE, 71.0),
@@ -150,6 +151,7 @@ def test_multi_objective_searcher_tells_both_values_or_fail():
     s.on_trial_complete("c", {"task": 3, "ap_seen": 40.0})  # stopped before the end
     trials = s.study.get_trials(deepcopy=False)
     assert s.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert s.study.metric_names == ["final_ap", "params_trainable"]  # what optuna-dashboard labels the axes
     assert (trials[0].state, trials[0].values) == (TrialState.COMPLETE, [60.0, 1234.0])
     assert trials[1].state == TrialState.FAIL and trials[2].state == TrialState.PRUNED
 
