@@ -15,6 +15,9 @@ from delo.config import ModelConfig
 #: ``delo.config.METHODS`` (a unit test checks).
 REGISTRY: dict[str, str] = {
     "delo": "delo.model.delo:DeLoModel",
+    "rank1_pool": "delo.methods.rank1_pool:RankOnePool",
+    "moe_lora": "delo.methods.moe_lora:MoELoRA",
+    "pass_moe": "delo.methods.moe_lora:PASsMoE",
 }
 
 
