@@ -15,6 +15,7 @@ from delo.config import ModelConfig
 #: ``delo.config.METHODS`` (a unit test checks).
 REGISTRY: dict[str, str] = {
     "delo": "delo.model.delo:DeLoModel",
+    "mora": "delo.methods.mora:MoRAModel",
 }
 
 
