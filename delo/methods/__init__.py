@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "rank1_pool": "delo.methods.rank1_pool:RankOnePool",
     "moe_lora": "delo.methods.moe_lora:MoELoRA",
     "pass_moe": "delo.methods.moe_lora:PASsMoE",
+    "mora": "delo.methods.mora:MoRAModel",
 }
 
 

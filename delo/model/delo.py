@@ -23,6 +23,7 @@ from delo.config import ModelConfig
 from delo.methods.base import ContinualMethod, Prediction
 from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
 from delo.model.inject import inject
+from delo.model.key_site import KeySite
 from delo.model.layer import DeLoLinear, group_by_input
 from delo.model.task_keys import TaskKeyMemory
 
@@ -46,10 +47,6 @@ def _checkpointing_on(vilt: nn.Module) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) is True for m in vilt.modules())
 
 
-class _KeySiteReached(Exception):
-    """Ends the expert-free pass once the TKM query is known."""
-
-
 class DeLoModel(ContinualMethod):
     frozen_after_task = True
     """Task k's pools, key and head never change after task k+1 begins, so a sample routed to task k gets the
@@ -61,11 +58,11 @@ class DeLoModel(ContinualMethod):
                 "gradient checkpointing re-runs ViLT layers after the routing context closed; disable it"
             )
         super().__init__(vilt, multilabel)  # freezes vilt before the pools are injected
-        num_layers = len(vilt.encoder.layer)
-        if cfg.tkm_layer >= num_layers:
-            raise ValueError(f"model.tkm_layer={cfg.tkm_layer} but the backbone has {num_layers} layers")
         self.cfg = cfg
         self._slot = ContextSlot()
+        self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
+        # checks model.tkm_layer before anything is injected
+        self._key_site = KeySite(vilt, self._slot, self.tkm, cfg.tkm_layer, cfg.delta_scope == "own_tokens")
         self.site_names = inject(
             vilt, cfg.targets, lambda name, linear: DeLoLinear(linear, name, self._slot, cfg)
         )
@@ -73,11 +70,8 @@ class DeLoModel(ContinualMethod):
         if cfg.variant != "delo_lora":
             group_by_input(self._sites)
         self.heads = nn.ModuleList()
-        self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
         self.register_buffer("_column_task", torch.zeros(0, dtype=torch.long), persistent=False)
         self._stats: RoutingStats | None = None
-        vilt.embeddings.register_forward_hook(self._on_embeddings)
-        vilt.encoder.layer[cfg.tkm_layer].layernorm_before.register_forward_hook(self._on_key_site)
 
     # ------------------------------------------------------------------------------------------------------
     # Tasks, parameters, checkpoints
@@ -278,35 +272,9 @@ class DeLoModel(ContinualMethod):
         query = self._key_query_pass(batch)
         return self.tkm.infer(query, batch["missing"].long().to(query.device))
 
-    @torch.no_grad()
     def _key_query_pass(self, batch: dict) -> Tensor:
         """Expert-free forward up to the TKM site; returns the TKM query."""
-        ctx = self._new_context(batch, "keys")
-        ctx.stop_at_key_site = True
-        try:
-            with use_context(self._slot, ctx):
-                self._run_vilt(batch)
-        except _KeySiteReached:
-            return ctx.key_query
-        raise RuntimeError("the forward finished without reaching the Task-Key Memory site")
-
-    def _on_embeddings(self, module: nn.Module, args, output) -> None:
-        """ViLT's embeddings return (embeddings, [attention_mask, image mask]) in this forward's patch order."""
-        ctx = self._slot.current
-        if ctx is not None:
-            ctx.set_masks(output[1], own_tokens=self.cfg.delta_scope == "own_tokens")
-
-    def _on_key_site(self, module: nn.Module, args, output: Tensor) -> None:
-        """At the input of encoder layer ``tkm_layer`` (LayerNorm-ed), before any expert of that layer."""
-        ctx = self._slot.current
-        if ctx is None or ctx.mode not in ("train", "agnostic", "keys") or ctx.key_query is not None:
-            return
-        site = ctx.queries_for(output, None)  # raw [q_v, q_t] and guided [q̂_v, q̂_t], each (B, 2, d)
-        ctx.key_query = self.tkm.query(site.raw, site.guided).detach()
-        if ctx.stop_at_key_site:
-            raise _KeySiteReached
-        if ctx.task is None:
-            ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, self.num_tasks)
+        return self._key_site.query_pass(self._new_context(batch, "keys"), lambda: self._run_vilt(batch))
 
     def _scores(self, pooled: Tensor, ctx: RoutingContext) -> Tensor:
         total = sum(self.num_classes)
