@@ -207,3 +207,12 @@ def test_every_method_has_a_registered_class():
     assert tuple(REGISTRY) == METHODS
     for name in METHODS:
         assert callable(method_class(name))
+
+
+@pytest.mark.parametrize("method", ["rank1_pool", "mora"])
+def test_variant_is_refused_with_another_method(method):
+    """model.variant is DeLo's ablation switch: combined with a comparator it would be silently ignored."""
+    with pytest.raises(
+        ConfigError, match=f"model.variant=delo_lora is DeLo's ablation switch; with model.method={method}"
+    ):
+        load_config(None, [f"model.method={method}", "model.variant=delo_lora"])
