@@ -15,6 +15,11 @@ from delo.config import ModelConfig
 #: ``delo.config.METHODS`` (a unit test checks).
 REGISTRY: dict[str, str] = {
     "delo": "delo.model.delo:DeLoModel",
+    "map": "delo.methods.prompts.map:MAP",
+    "msp": "delo.methods.prompts.msp:MSP",
+    "l2p": "delo.methods.prompts.l2p:L2P",
+    "dualprompt": "delo.methods.prompts.dualprompt:DualPrompt",
+    "rebq": "delo.methods.prompts.rebq:RebQ",
 }
 
 
