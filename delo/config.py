@@ -70,8 +70,9 @@ class MapConfig(_Section):
     length: int = Field(16, ge=1)
     """Prompt tokens per prompted layer (MAP, Lee et al. CVPR 2023, and its code: prompt_length 16). With
     `position=attention` half are keys and half values, as in MAP's code."""
-    layers: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    """Encoder layers that get a prompt (MAP: the first 6 of ViLT's 12, its code's prompt_layers)."""
+    layers: tuple[int, ...] | None = None
+    """Encoder layers that get a prompt; None: MAP's layers 0-5 of ViLT's 12 (its code's prompt_layers), scaled to
+    the backbone's depth (layer i -> floor(i * N / 12))."""
     position: Literal["input", "attention"] = "input"
     """`input` (MAP's default): tokens inserted at each prompted layer's input and kept to the end; `attention`:
     prefix tuning, keys and values prepended inside self-attention."""
@@ -81,8 +82,8 @@ class MspConfig(_Section):
     length: int = Field(16, ge=1)
     """Prompt tokens per modality and prompted layer (MSP, Jang et al. ICASSP 2024, builds on MAP's code; MAP's
     16)."""
-    layers: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    """Encoder layers that get prompts (MAP's first 6)."""
+    layers: tuple[int, ...] | None = None
+    """Encoder layers that get prompts; None: MAP's 0-5 of 12, scaled to the backbone's depth."""
     ortho_weight: float = Field(1.0, ge=0.0)
     """Weight of the orthogonality loss between the image and the text prompt (MSP's value is not in the sources
     we could read; 1.0, swept in sweeps/search_msp.yaml)."""
@@ -111,12 +112,13 @@ class L2PConfig(_Section):
 class DualPromptConfig(_Section):
     g_length: int = Field(5, ge=1)
     """G-prompt prefix length L_g (DualPrompt, Wang et al. ECCV 2022: 5); keys and values get L_g rows each."""
-    g_layers: tuple[int, ...] = (0, 1)
-    """Layers of the shared G-prompt (DualPrompt: layers 1-2, 0-based 0, 1)."""
+    g_layers: tuple[int, ...] | None = None
+    """Layers of the shared G-prompt; None: DualPrompt's layers 1-2 (0-based 0, 1) of 12, scaled to the
+    backbone's depth."""
     e_length: int = Field(20, ge=1)
     """E-prompt prefix length L_e (DualPrompt: 20)."""
-    e_layers: tuple[int, ...] = (2, 3, 4)
-    """Layers of the task-specific E-prompts (DualPrompt: layers 3-5, 0-based 2, 3, 4)."""
+    e_layers: tuple[int, ...] | None = None
+    """Layers of the task-specific E-prompts; None: DualPrompt's layers 3-5 (0-based 2, 3, 4) of 12, scaled."""
     key_weight: float = Field(1.0, ge=0.0)
     """Weight lambda of the key-matching loss (DualPrompt's released config: 1.0)."""
 
@@ -128,8 +130,8 @@ class RebQConfig(_Section):
     length: int = Field(8, ge=2)
     """Prompt length: memory prompts are `length` input tokens; image / text prompts `length / 2` key and
     `length / 2` value rows (RebQ code: 8)."""
-    layers: int = Field(8, ge=1)
-    """Prompted layers 0..layers-1 of every pool (RebQ code: 8)."""
+    layers: tuple[int, ...] | None = None
+    """Prompted layers of every pool; None: RebQ's code's layers 0-7 of 12, scaled to the backbone's depth."""
     rec_weight: float = Field(0.01, ge=0.0)
     """Weight of the reconstruction loss (RebQ code: ALPHA 0.01)."""
 

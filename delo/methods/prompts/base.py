@@ -27,7 +27,9 @@ AuxLosses = dict[str, tuple[float, Tensor]]
 
 
 class PromptMethod(ContinualMethod):
-    frozen_after_task = False  # shared prompts (or, for RebQ, the weighted sum over all components) keep changing
+    frozen_after_task = (
+        False  # shared prompts (or, for RebQ, the weighted sum over all components) keep changing
+    )
 
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool, prefix: bool) -> None:
         super().__init__(vilt, multilabel)
@@ -100,7 +102,9 @@ class PromptMethod(ContinualMethod):
             raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
         for name, tensor in live.items():
             if tensor.shape != state[name].shape:
-                raise ValueError(f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
+                )
             tensor.copy_(state[name])
 
     def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False) -> MethodLoss:
@@ -110,7 +114,9 @@ class PromptMethod(ContinualMethod):
         logits = self.heads.task_logits(feature, task, seen=False)  # (B, C_k)
         cls = classification_loss(logits, batch["labels"], self.head_span(task), self.multilabel)
         total = cls + sum((w * v for w, v in aux.values()), torch.zeros((), device=cls.device))
-        return MethodLoss(total=total, parts={"cls": cls.detach(), **{n: v.detach() for n, (_, v) in aux.items()}})
+        return MethodLoss(
+            total=total, parts={"cls": cls.detach(), **{n: v.detach() for n, (_, v) in aux.items()}}
+        )
 
     @torch.no_grad()
     def predict(self, batch: dict, oracle: bool = False) -> Prediction:

@@ -17,15 +17,18 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.methods.prompts.base import AuxLosses, PromptMethod
-from delo.methods.prompts.hooks import Prompts
+from delo.methods.prompts.hooks import Prompts, paper_layers
 
 
 class DualPrompt(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.dualprompt
         super().__init__(vilt, cfg, multilabel, prefix=True)
-        self.hooks.check(self.mcfg.g_layers, "model.dualprompt.g_layers")
-        self.hooks.check(self.mcfg.e_layers, "model.dualprompt.e_layers")
+        depth = len(self.vilt.encoder.layer)
+        self.g_layers = paper_layers(self.mcfg.g_layers, (0, 1), depth)
+        self.e_layers = paper_layers(self.mcfg.e_layers, (2, 3, 4), depth)
+        self.hooks.check(self.g_layers, "model.dualprompt.g_layers")
+        self.hooks.check(self.e_layers, "model.dualprompt.e_layers")
         self.g_prompt: nn.Parameter | None = None  # (g_layers, 2 [keys, values], L_g, d)
         self.e_prompts = nn.ParameterList()  # per task: (e_layers, 2, L_e, d)
         self.e_keys = nn.ParameterList()  # per task: (d,)
@@ -36,9 +39,9 @@ class DualPrompt(PromptMethod):
             self.e_prompts[j].requires_grad_(False)
             self.e_keys[j].requires_grad_(False)
         if k == 0:
-            self.g_prompt = self.parameter(len(m.g_layers), 2, m.g_length, self.hidden, like=like)
+            self.g_prompt = self.parameter(len(self.g_layers), 2, m.g_length, self.hidden, like=like)
             nn.init.uniform_(self.g_prompt, -1.0, 1.0)  # the authors' code: uniform prompt and key init
-        e_prompt = self.parameter(len(m.e_layers), 2, m.e_length, self.hidden, like=like)
+        e_prompt = self.parameter(len(self.e_layers), 2, m.e_length, self.hidden, like=like)
         key = self.parameter(self.hidden, like=like)
         nn.init.uniform_(e_prompt, -1.0, 1.0)
         nn.init.uniform_(key, -1.0, 1.0)
@@ -64,10 +67,10 @@ class DualPrompt(PromptMethod):
         b = expert.shape[0]
         chosen = torch.stack(list(self.e_prompts))[expert]  # (B, e_layers, 2, L_e, d)
         parts: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        for j, layer in enumerate(self.mcfg.g_layers):
+        for j, layer in enumerate(self.g_layers):
             g = self.g_prompt[j].unsqueeze(0).expand(b, -1, -1, -1)  # (B, 2, L_g, d)
             parts.setdefault(layer, []).append((g[:, 0], g[:, 1]))
-        for j, layer in enumerate(self.mcfg.e_layers):
+        for j, layer in enumerate(self.e_layers):
             parts.setdefault(layer, []).append((chosen[:, j, 0], chosen[:, j, 1]))
         prefix = {
             layer: (torch.cat([p[0] for p in ps], dim=1), torch.cat([p[1] for p in ps], dim=1))

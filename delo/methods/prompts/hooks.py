@@ -38,13 +38,27 @@ from delo.model.inject import inject
 
 Carry = Literal["accumulate", "replace"]
 
+PAPER_DEPTH = 12  # the published prompt layers are for ViLT-B/32's 12 layers
+
+
+def paper_layers(
+    chosen: tuple[int, ...] | None, published: range | tuple[int, ...], num_layers: int
+) -> tuple[int, ...]:
+    """``chosen`` as given, or (None) the ``published`` layers of a 12-layer ViLT mapped to this backbone's depth:
+    layer i -> floor(i * num_layers / 12), duplicates merged (the identity on a 12-layer ViLT)."""
+    if chosen is not None:
+        return tuple(chosen)
+    return tuple(sorted({i * num_layers // PAPER_DEPTH for i in published}))
+
 
 @dataclass
 class Prompts:
     """One forward's prompts, by encoder layer index."""
 
     tokens: dict[int, Tensor] = field(default_factory=dict)  # layer -> (B, P, d) input tokens
-    prefix: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)  # layer -> keys, values, each (B, P', d)
+    prefix: dict[int, tuple[Tensor, Tensor]] = field(
+        default_factory=dict
+    )  # layer -> keys, values, each (B, P', d)
     carry: Carry = "accumulate"
     # layer -> (B, P) bool: which of the layer's input tokens each sample attends to (default: all), for methods
     # whose samples get different numbers of prompts (MSP: one prompt per present modality)
@@ -107,7 +121,9 @@ class PromptHooks:
         """``prefix``: wrap the key/value linears of every layer for prefix tuning (methods without prefixes
         leave ViLT's linears as they are)."""
         if any(getattr(m, "gradient_checkpointing", False) is True for m in vilt.modules()):
-            raise ValueError("gradient checkpointing re-runs ViLT layers outside the prompt hooks; disable it")
+            raise ValueError(
+                "gradient checkpointing re-runs ViLT layers outside the prompt hooks; disable it"
+            )
         self.vilt = vilt
         self.state: _Pass | None = None
         self.num_layers = len(vilt.encoder.layer)

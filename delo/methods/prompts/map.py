@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from delo.config import ModelConfig
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
-from delo.methods.prompts.hooks import Prompts
+from delo.methods.prompts.hooks import Prompts, paper_layers
 
 MISSING_CASES = 3  # complete, text missing, image missing (delo.data.records codes 0, 1, 2)
 
@@ -35,13 +35,16 @@ class MAP(PromptMethod):
         if self.mcfg.position == "attention" and self.mcfg.length < 2:
             raise ValueError("model.map.length must be >= 2 with position=attention (half keys, half values)")
         super().__init__(vilt, cfg, multilabel, prefix=cfg.map.position == "attention")
-        self.hooks.check(self.mcfg.layers, "model.map.layers")
+        self.layers = paper_layers(self.mcfg.layers, range(6), len(self.vilt.encoder.layer))
+        self.hooks.check(self.layers, "model.map.layers")
         self.prompts: nn.Parameter | None = None  # (3, layers, length, d), created at task 0
 
     def _begin(self, k: int) -> None:
         if k == 0:
             m = self.mcfg
-            self.prompts = self.parameter(MISSING_CASES, len(m.layers), m.length, self.hidden, like=self._like())
+            self.prompts = self.parameter(
+                MISSING_CASES, len(self.layers), m.length, self.hidden, like=self._like()
+            )
             with torch.no_grad():
                 map_init(self.prompts, m.position == "attention")
 
@@ -55,10 +58,10 @@ class MAP(PromptMethod):
         """Each sample's case prompts at every prompted layer; missing (B,) codes."""
         chosen = self.prompts[missing]  # (B, layers, length, d)
         if self.mcfg.position == "input":
-            return Prompts(tokens={layer: chosen[:, j] for j, layer in enumerate(self.mcfg.layers)})
+            return Prompts(tokens={layer: chosen[:, j] for j, layer in enumerate(self.layers)})
         half = self.mcfg.length // 2
         return Prompts(
-            prefix={layer: (chosen[:, j, :half], chosen[:, j, half:]) for j, layer in enumerate(self.mcfg.layers)}
+            prefix={layer: (chosen[:, j, :half], chosen[:, j, half:]) for j, layer in enumerate(self.layers)}
         )
 
     def _features(self, batch: dict, train_task: int | None, task: Tensor | None) -> tuple[Tensor, AuxLosses]:

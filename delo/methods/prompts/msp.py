@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
-from delo.methods.prompts.hooks import Prompts
+from delo.methods.prompts.hooks import Prompts, paper_layers
 from delo.model.task_keys import present_modalities
 
 PROMPT_STD = 0.02  # ViT-style prompt init; MSP does not say (an all-zero MAP init would have no orthogonality gradient)
@@ -33,13 +33,14 @@ class MSP(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.msp
         super().__init__(vilt, cfg, multilabel, prefix=False)
-        self.hooks.check(self.mcfg.layers, "model.msp.layers")
+        self.layers = paper_layers(self.mcfg.layers, range(6), len(self.vilt.encoder.layer))
+        self.hooks.check(self.layers, "model.msp.layers")
         self.prompts: nn.Parameter | None = None  # (2 [image, text], layers, length, d), created at task 0
 
     def _begin(self, k: int) -> None:
         if k == 0:
             m = self.mcfg
-            self.prompts = self.parameter(2, len(m.layers), m.length, self.hidden, like=self._like())
+            self.prompts = self.parameter(2, len(self.layers), m.length, self.hidden, like=self._like())
             nn.init.normal_(self.prompts, std=PROMPT_STD)
 
     def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
@@ -54,7 +55,7 @@ class MSP(PromptMethod):
         present = present_modalities(missing)  # (B, 2) [image real, text real]
         visible = present.repeat_interleave(length, dim=1)  # (B, 2 * length): image tokens, then text tokens
         tokens, shown = {}, {}
-        for j, layer in enumerate(self.mcfg.layers):
+        for j, layer in enumerate(self.layers):
             both = self.prompts[:, j].reshape(2 * length, self.hidden)  # (2 * length, d)
             tokens[layer] = both.unsqueeze(0).expand(b, -1, -1)  # (B, 2 * length, d)
             shown[layer] = visible
@@ -62,5 +63,9 @@ class MSP(PromptMethod):
 
     def _features(self, batch: dict, train_task: int | None, task: Tensor | None) -> tuple[Tensor, AuxLosses]:
         out, _ = self.hooks.run(batch, self.layer_prompts(missing_codes(batch, self.device)))
-        aux = {"ortho": (self.mcfg.ortho_weight, orthogonality_loss(self.prompts))} if train_task is not None else {}
+        aux = (
+            {"ortho": (self.mcfg.ortho_weight, orthogonality_loss(self.prompts))}
+            if train_task is not None
+            else {}
+        )
         return out.pooler_output, aux
