@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tiny_vilt import tiny_vilt
 
 from delo.config import ModelConfig
 from delo.methods import build_method
 from delo.methods.prompts.hooks import PromptHooks, Prompts, paper_layers
-from tiny_vilt import tiny_vilt
 
 D = 32  # tiny_vilt hidden size
 
@@ -74,7 +74,9 @@ def head(k=0):
 def layer0_output(vilt, hooks, batch, prompts):
     """Layer 0's output hidden states on the real tokens only (prompt tokens dropped)."""
     seen = {}
-    handle = vilt.encoder.layer[0].register_forward_hook(lambda m, a, o: seen.update(out=o[0]))  # returns None
+    handle = vilt.encoder.layer[0].register_forward_hook(
+        lambda m, a, o: seen.update(out=o[0])
+    )  # returns None
     seeded(hooks.run, batch, prompts)
     handle.remove()
     return seen["out"]
@@ -169,7 +171,7 @@ def test_state_round_trip_and_earlier_heads_frozen(method):
     model.begin_task(1, 3, 3)
     head0 = [p.detach().clone() for p in model.heads.heads[0].parameters()]
     train(model, 1)
-    assert all(torch.equal(a, b) for a, b in zip(head0, model.heads.heads[0].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(head0, model.heads.heads[0].parameters(), strict=True))
     fresh = make(method, tasks=0)
     for k in range(2):
         torch.manual_seed(7)
