@@ -19,6 +19,11 @@ REGISTRY: dict[str, str] = {
     "moe_lora": "delo.methods.moe_lora:MoELoRA",
     "pass_moe": "delo.methods.moe_lora:PASsMoE",
     "mora": "delo.methods.mora:MoRAModel",
+    "map": "delo.methods.prompts.map:MAP",
+    "msp": "delo.methods.prompts.msp:MSP",
+    "l2p": "delo.methods.prompts.l2p:L2P",
+    "dualprompt": "delo.methods.prompts.dualprompt:DualPrompt",
+    "rebq": "delo.methods.prompts.rebq:RebQ",
 }
 
 
