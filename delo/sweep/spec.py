@@ -166,11 +166,13 @@ class Sweep:
     def describe(self) -> str:
         """Human-readable dry-run text: the grid's trials or the search space."""
         c = self.base_config
+        # E and r are DeLo's keys; a comparator's own keys are in its trial lines / search space
+        method = f"E={c.model.E} r={c.model.r}" if c.model.method == "delo" else f"method={c.model.method}"
         head = [
             f"sweep {self.name!r} ({self.spec_path}) -> {self.experiment_dir}",
             (
                 f"base: backbone={c.model.backbone} data={c.data.name} eta={c.data.missing.eta:g}/"
-                f"{c.data.missing.type} E={c.model.E} r={c.model.r} epochs={c.train.epochs} lr={c.train.lr:g} "
+                f"{c.data.missing.type} {method} epochs={c.train.epochs} lr={c.train.lr:g} "
                 f"test rows={c.eval.test}"
             ),
             f"tasks per trial: {self.num_tasks}",
