@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from delo.atomic import atomic_write_text
-from delo.metric_keys import FINAL_AP, FINAL_FG, FINAL_KEYS, test_key
+from delo.metric_keys import FINAL_AP, FINAL_AP_ORACLE, FINAL_FG, FINAL_KEYS, test_key
 from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, Status, read_saved_spec
 from delo.sweep.plots import write_plots
 from delo.sweep.records import (
@@ -264,19 +264,23 @@ def _table_methods(records, split) -> list[str]:
     out = [
         "## Table 2: methods",
         "",
-        "| Method | AP ↑ | FG ↓ | trainable | total | train s / task | eval s / task | n | paper AP / FG |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Method | AP ↑ | FG ↓ | task-aware AP | trainable | total | train s / task | eval s / task | n | "
+        "paper AP / FG |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for recs in groups(records).values():
         method = method_of(recs[0])
         trainable, total = _params(recs)
         out.append(
             f"| {METHOD_NAMES.get(method, method)} (`{recs[0].label}`) | {_ms(recs, FINAL_AP, split)} | "
-            f"{_ms(recs, FINAL_FG, split)} | {trainable} | {total} | {_secs(recs, 'train')} | "
+            f"{_ms(recs, FINAL_FG, split)} | {_ms(recs, FINAL_AP_ORACLE, split)} | {trainable} | {total} | "
+            f"{_secs(recs, 'train')} | "
             f"{_secs(recs, 'eval')} | {_n(recs)} | {_paper(PAPER_METHODS.get(method))} |"
         )
     return out + [
         "",
+        "AP and FG are task-agnostic (the method infers each sample's task); task-aware AP is the same model told "
+        "the true task (`*_oracle`), so the gap between the two is the cost of the method's task inference. "
         "Trainable = what the latest task's optimiser gets (adapters or prompts, and the head); total = every "
         "parameter, backbone included. Seconds are wall-clock means over tasks on the machine that ran the trial "
         "(trials share its cores). Paper: Table 2, UPMC-Food101-CMML, ViLT-B/32, η = 70 % both (65 % / 65 %); "
