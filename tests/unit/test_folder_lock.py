@@ -87,7 +87,9 @@ def test_second_train_run_on_a_folder_exits_2_at_once(tmp_path):
         + rf"started {started} [0-9:]+ \w+\); wait for it to end, or use another --out",
         proc.stderr.strip(),
     ), proc.stderr
-    assert not (out / "checkpoints").exists()  # refused before any work (no wall-clock bound: tests run loaded)
+    assert not (
+        out / "checkpoints"
+    ).exists()  # refused before any work (no wall-clock bound: tests run loaded)
 
 
 def test_second_sweep_on_an_experiment_folder_exits_2(tmp_path, capsys):
