@@ -188,4 +188,34 @@ class TaskHeads(nn.Module):
         return self.logits(pooled) if seen else self.heads[k](pooled)
 
 
-__all__ = ["ContinualMethod", "MethodLoss", "Prediction", "TaskHeads"]
+def check_state_names(k: int, live: dict[str, Tensor], state: dict[str, Tensor]) -> None:
+    """A task state must name exactly the live tensors of task k."""
+    missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+    if missing or unexpected:
+        raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
+
+
+def copy_state_tensor(k: int, name: str, tensor: Tensor, saved: Tensor) -> None:
+    """Copy one saved tensor of task k's state into the live one; shapes must match."""
+    if tensor.shape != saved.shape:
+        raise ValueError(f"task {k} state {name}: shape {tuple(saved.shape)} != {tuple(tensor.shape)}")
+    tensor.copy_(saved)
+
+
+@torch.no_grad()
+def load_state_tensors(k: int, live: dict[str, Tensor], state: dict[str, Tensor]) -> None:
+    """``load_task_state``'s common body: names must match exactly, then each tensor is copied in place."""
+    check_state_names(k, live, state)
+    for name, tensor in live.items():
+        copy_state_tensor(k, name, tensor, state[name])
+
+
+__all__ = [
+    "ContinualMethod",
+    "MethodLoss",
+    "Prediction",
+    "TaskHeads",
+    "check_state_names",
+    "copy_state_tensor",
+    "load_state_tensors",
+]

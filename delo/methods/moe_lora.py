@@ -24,7 +24,14 @@ from torch import Tensor, nn
 
 from delo.config import ModelConfig
 from delo.losses import classification_loss
-from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads
+from delo.methods.base import (
+    ContinualMethod,
+    MethodLoss,
+    Prediction,
+    TaskHeads,
+    check_state_names,
+    copy_state_tensor,
+)
 from delo.model.inject import inject
 
 #: gate(site, x (B, S, d_in), z (B, S, E, r) = A x) -> (B, E) per-sample or (B, S, E) per-token weights
@@ -185,9 +192,7 @@ class SharedExpertsMethod(ContinualMethod):
     def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
         live = {f"head.{n}": p for n, p in self.heads.heads[k].named_parameters()}
         live.update(self._shared_tensors())
-        missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
-        if missing or unexpected:
-            raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
+        check_state_names(k, live, state)
         carried = {
             f"sites.{site.site}.{name}": (site, name) for site in self._sites for name in self._carried
         }
@@ -196,11 +201,7 @@ class SharedExpertsMethod(ContinualMethod):
                 site, buffer = carried[name]
                 setattr(site, buffer, state[name].to(device=tensor.device, dtype=tensor.dtype).clone())
                 continue
-            if tensor.shape != state[name].shape:
-                raise ValueError(
-                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
-                )
-            tensor.copy_(state[name])
+            copy_state_tensor(k, name, tensor, state[name])
 
     # -- forward, loss, prediction ---------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from transformers import ViltModel
 
 from delo.config import ModelConfig, MoRAConfig
 from delo.losses import classification_loss
-from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads
+from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads, load_state_tensors
 from delo.model.context import ContextSlot, RoutingContext, guide_index, use_context
 from delo.model.inject import inject
 from delo.model.key_site import KeySite
@@ -282,15 +282,7 @@ class MoRAModel(ContinualMethod):
     def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
         """Load ``task_state(k)`` into a model where task k has begun; names and shapes must match."""
         live = self._task_tensors(k)
-        missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
-        if missing or unexpected:
-            raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
-        for name, tensor in live.items():
-            if tensor.shape != state[name].shape:
-                raise ValueError(
-                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
-                )
-            tensor.copy_(state[name])
+        load_state_tensors(k, live, state)
 
     # ------------------------------------------------------------------------------------------------------
     # Forward

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from transformers import ViltModel
 
 from delo.config import ModelConfig
-from delo.methods.base import ContinualMethod, Prediction
+from delo.methods.base import ContinualMethod, Prediction, load_state_tensors
 from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
 from delo.model.inject import inject
 from delo.model.key_site import KeySite
@@ -77,10 +77,6 @@ class DeLoModel(ContinualMethod):
     # Tasks, parameters, checkpoints
 
     @property
-    def num_tasks(self) -> int:
-        return len(self.heads)
-
-    @property
     def sites(self) -> list[DeLoLinear]:
         """The wrapped linears, in the order of ``site_names`` (sorted dotted names)."""
         return list(self._sites)
@@ -93,12 +89,7 @@ class DeLoModel(ContinualMethod):
 
     def begin_task(self, k: int, num_classes: int, offset: int) -> None:
         """Create task k's pools, key and head; freeze every earlier task. Tasks begin in order 0, 1, ..."""
-        if k != self.num_tasks:
-            raise ValueError(f"tasks begin in order: expected task {self.num_tasks}, got {k}")
-        if offset != sum(self.num_classes):
-            raise ValueError(
-                f"task {k} offset {offset} != {sum(self.num_classes)}: label ids are contiguous per task"
-            )
+        self._register_task(k, num_classes, offset)  # checks the order and offset, records the classes
         for j in range(k):
             for p in self.task_parameters(j):
                 p.requires_grad_(False)
@@ -107,8 +98,6 @@ class DeLoModel(ContinualMethod):
         weight = self.vilt.pooler.dense.weight
         self.heads.append(nn.Linear(self.hidden, num_classes).to(device=weight.device, dtype=weight.dtype))
         self.tkm.add_task()
-        self.num_classes.append(num_classes)
-        self.offsets.append(offset)
         column = torch.full((num_classes,), k, dtype=torch.long, device=weight.device)
         self._column_task = torch.cat([self._column_task, column])
 
@@ -148,15 +137,7 @@ class DeLoModel(ContinualMethod):
         """Load ``task_state(k)`` output into a model where task k has begun; names and shapes must match."""
         self._task_modules(k)
         live = self._task_tensors(k)
-        missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
-        if missing or unexpected:
-            raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
-        for name, tensor in live.items():
-            if tensor.shape != state[name].shape:
-                raise ValueError(
-                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
-                )
-            tensor.copy_(state[name])
+        load_state_tensors(k, live, state)
 
     def head_parameters(self, k: int) -> int:
         return sum(p.numel() for p in self.heads[k].parameters())

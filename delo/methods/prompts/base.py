@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from delo.config import ModelConfig
 from delo.losses import classification_loss
-from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads
+from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads, load_state_tensors
 from delo.methods.prompts.hooks import PromptHooks
 
 #: auxiliary loss name -> (weight, unweighted value)
@@ -97,15 +97,7 @@ class PromptMethod(ContinualMethod):
     @torch.no_grad()
     def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
         live = self._state_tensors(k)
-        missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
-        if missing or unexpected:
-            raise KeyError(f"task {k} state mismatch: missing {missing}, unexpected {unexpected}")
-        for name, tensor in live.items():
-            if tensor.shape != state[name].shape:
-                raise ValueError(
-                    f"task {k} state {name}: shape {tuple(state[name].shape)} != {tuple(tensor.shape)}"
-                )
-            tensor.copy_(state[name])
+        load_state_tensors(k, live, state)
 
     def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False) -> MethodLoss:
         """CE / BCE of head k on task k's columns plus the method's weighted auxiliary losses (``loss_cfg`` is
