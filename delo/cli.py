@@ -39,9 +39,9 @@ def train(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config or DEFAULT_PROFILE, args.overrides)
-        from delo.backbone import check_backbone_available
         from delo.data import prepare_data
         from delo.folderlock import FolderLock
+        from delo.vilt.backbone import check_backbone_available
 
         check_backbone_available(cfg.model.backbone)
         out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
@@ -143,7 +143,7 @@ def bench(argv: list[str] | None = None) -> int:
 
     Every time figure is a ratio of two workloads interleaved in one process (medians of several repeats), so a
     machine shared with other jobs slows both sides alike. --quick shrinks repeats and sizes (under a minute on
-    2 cores; the test suite runs it); the full run takes a few minutes. See delo/bench.py for what each figure
+    2 cores; the test suite runs it); the full run takes a few minutes. See delo/tools/bench.py for what each figure
     is. Exit status: 0 done, 1 some figure failed (its entry holds the error; the others are written), 2 bad
     --only.
     """
@@ -159,7 +159,7 @@ def bench(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from delo.atomic import atomic_write_json
-    from delo.bench import run_all
+    from delo.tools.bench import run_all
 
     try:
         result = run_all(args.quick, args.threads, args.only, log=lambda line: print(line, file=sys.stderr))

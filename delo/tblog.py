@@ -3,7 +3,7 @@
 A run writes, in ``<out_dir>/tb``:
 
 - at start, only the hparams *session start* (every hyperparameter flattened to dotted names, constants too);
-- per epoch, training-dynamics scalars under ``dynamics/`` (``debug.diagnostics``, see ``delo.diagnostics``);
+- per epoch, training-dynamics scalars under ``dynamics/`` (``debug.diagnostics``, see ``delo.methods.delo.diagnostics``);
 - per task, scalars under ``val/``, ``test/``, ``oracle/``, ``train/`` and ``time/``, the result matrix as an
   image (rendered with PIL), expert-selection frequencies per pool (paper Fig. 5) and a histogram of
   cos(q_v, q_t) on complete samples (Fig. 4b);
@@ -110,7 +110,7 @@ class TBLogger:
         self.writer.add_scalar("train_step/lr", lr, step)
 
     def dynamics(self, scalars: Mapping[str, float], step: int) -> None:
-        """Training-dynamics diagnostics (``delo.diagnostics``) under ``dynamics/``, at the global step."""
+        """Training-dynamics diagnostics (``delo.methods.delo.diagnostics``) under ``dynamics/``, at the global step."""
         for key, value in scalars.items():
             if math.isfinite(value):
                 self.writer.add_scalar(f"dynamics/{key}", float(value), step)

@@ -41,8 +41,8 @@ class NonFiniteLossError(RuntimeError):
 def _build(cfg: RunConfig, multilabel: bool, device: torch.device):
     """Frozen backbone + the ``model.method`` model on ``device``; seeded so the model's own initial tensors are
     reproducible."""
-    from delo.backbone import load_backbone
     from delo.methods import build_method
+    from delo.vilt.backbone import load_backbone
 
     runtime.seed_everything(runtime.derive_seed(cfg.seed, "build"))
     backbone = load_backbone(cfg.model, data_square=cfg.data.square)
@@ -112,9 +112,9 @@ def train_task(
 
     ``step0`` is the number of steps of earlier tasks (the global step of ``cfg.debug.nan_at_step`` is 1-based).
     With ``cfg.debug.diagnostics`` and a TensorBoard logger, ``probe`` (a fixed batch of the task's train data,
-    on ``device``) feeds the per-epoch routing diagnostics of :mod:`delo.diagnostics`.
+    on ``device``) feeds the per-epoch routing diagnostics of :mod:`delo.methods.delo.diagnostics`.
     """
-    from delo.diagnostics import Dynamics
+    from delo.methods.delo.diagnostics import Dynamics
 
     total = steps_per_task(cfg, len(loader))
     opt, sched = make_optimizer(model, task, cfg, total)

@@ -1,8 +1,8 @@
-"""Regenerate the shipped tiny ViLT backbone (delo/assets/tiny_vilt) deterministically on CPU.
+"""Regenerate the shipped tiny ViLT backbone (delo/vilt/assets/tiny_vilt) deterministically on CPU.
 
 python launch/pretrain_backbone.py [--out DIR] [--steps N] [--seed S] [--threads T] [--probe-only]
 
-After pretraining, the frozen linear probe (delo/probe.py) is run on the default world and written into the
+After pretraining, the frozen linear probe (delo/tools/probe.py) is run on the default world and written into the
 card; --probe-only re-runs just that on an existing folder.
 """
 
@@ -12,9 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from delo.backbone import TINY_DIR
-from delo.pretrain import PretrainConfig, pretrain_tiny, write_card
-from delo.probe import probe_folder
+from delo.tools.pretrain import PretrainConfig, pretrain_tiny, write_card
+from delo.tools.probe import probe_folder
+from delo.vilt.backbone import TINY_DIR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,11 +14,11 @@ from delo.config import ModelConfig
 #: model.method -> "module:Class"; each class takes (vilt, model_cfg, multilabel). Keep in step with
 #: ``delo.config.METHODS`` (a unit test checks).
 REGISTRY: dict[str, str] = {
-    "delo": "delo.model.delo:DeLoModel",
-    "rank1_pool": "delo.methods.rank1_pool:RankOnePool",
-    "moe_lora": "delo.methods.moe_lora:MoELoRA",
-    "pass_moe": "delo.methods.moe_lora:PASsMoE",
-    "mora": "delo.methods.mora:MoRAModel",
+    "delo": "delo.methods.delo.model:DeLoModel",
+    "rank1_pool": "delo.methods.shared_experts.rank1_pool:RankOnePool",
+    "moe_lora": "delo.methods.shared_experts.moe_lora:MoELoRA",
+    "pass_moe": "delo.methods.shared_experts.moe_lora:PASsMoE",
+    "mora": "delo.methods.mora.model:MoRAModel",
     "map": "delo.methods.prompts.map:MAP",
     "msp": "delo.methods.prompts.msp:MSP",
     "l2p": "delo.methods.prompts.l2p:L2P",

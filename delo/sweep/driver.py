@@ -134,8 +134,8 @@ def restore_tuner(sweep: Sweep, run_fn: RunFn | None = None) -> tune.Tuner:
 
 def prepare_inputs(sweep: Sweep) -> None:
     """Driver: build every distinct data setting (synthetic set, missing tables) and check each backbone."""
-    from delo.backbone import check_backbone_available
     from delo.data import prepare_data
+    from delo.vilt.backbone import check_backbone_available
 
     configs = [sweep.base_config]
     if sweep.spec.grid is not None:

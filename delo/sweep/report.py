@@ -221,7 +221,7 @@ def _table_rank_factor(records, split) -> list[str]:
         )
     return out + [
         "",
-        "Trainable = the latest task's adapters and head (what its optimiser gets); total = backbone + every task's adapters and heads (delo.params, counted by the runner). "
+        "Trainable = the latest task's adapters and head (what its optimiser gets); total = backbone + every task's adapters and heads (delo.methods.delo.params, counted by the runner). "
         + PAPER_NOTE,
     ]
 

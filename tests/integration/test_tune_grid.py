@@ -37,10 +37,10 @@ def _hparams(events_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def real_sweep(tmp_path_factory, ray_session):
-    from delo.backbone import TINY_DIR
+    from delo.vilt.backbone import TINY_DIR
 
     assert (TINY_DIR / "config.json").is_file(), (
-        "the shipped tiny backbone (delo/assets/tiny_vilt) is missing"
+        "the shipped tiny backbone (delo/vilt/assets/tiny_vilt) is missing"
     )
     tmp = tmp_path_factory.mktemp("real")
     profile = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from delo.backbone import load_backbone
 from delo.config import load_config
 from delo.data import load_benchmark, make_loader, prepare_data
 from delo.data.records import COMPLETE, IMAGE_MISSING, TEXT_MISSING
-from delo.model import DeLoModel
-from delo.probe import benchmark_splits, probe
+from delo.methods.delo.model import DeLoModel
+from delo.tools.probe import benchmark_splits, probe
+from delo.vilt.backbone import load_backbone
 
 pytestmark = pytest.mark.slow
 

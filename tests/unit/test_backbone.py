@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from delo.backbone import (
+from delo.config import ConfigError, ModelConfig
+from delo.data.synthetic import sample_pairs
+from delo.vilt.backbone import (
     TINY_DIR,
     VILT_B32,
     BackboneError,
@@ -19,8 +21,6 @@ from delo.backbone import (
     resolve_backbone,
     write_random_backbone,
 )
-from delo.config import ConfigError, ModelConfig
-from delo.data.synthetic import sample_pairs
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_missing_folder_and_incomplete_folder(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(BackboneError, match="model.safetensors"):
         check_backbone_available(str(tmp_path))
-    monkeypatch.setattr("delo.backbone.TINY_DIR", tmp_path)
+    monkeypatch.setattr("delo.vilt.backbone.TINY_DIR", tmp_path)
     with pytest.raises(BackboneError, match="pretrain_backbone.py"):
         check_backbone_available("tiny")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from delo.bench import FIGURES
+from delo.tools.bench import FIGURES
 
 pytestmark = pytest.mark.slow  # one quick run takes about 20-30 s on 2 shared cores
 

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from tiny_vilt import tiny_vilt
 
 from delo.config import LossConfig, ModelConfig
-from delo.losses import alignment_loss, compute_loss, consistency_loss
-from delo.model import DeLoModel
+from delo.methods.delo.loss import alignment_loss, compute_loss, consistency_loss
+from delo.methods.delo.model import DeLoModel
 
 TEXT_LEN = 8
 

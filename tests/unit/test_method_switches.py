@@ -7,9 +7,8 @@ import torch
 from test_losses import _batch, _model
 
 from delo.config import LossConfig, load_config
-from delo.diagnostics import proxy_only_share, selection_entropy, unchanged_share
-from delo.losses import alignment_loss, compute_loss, consistency_loss, proxy_inputs
-from delo.model.experts import (
+from delo.methods.delo.diagnostics import proxy_only_share, selection_entropy, unchanged_share
+from delo.methods.delo.experts import (
     FactorPool,
     compose_delta,
     gather_factors,
@@ -18,6 +17,7 @@ from delo.model.experts import (
     slot_weights,
     stack_pools,
 )
+from delo.methods.delo.loss import alignment_loss, compute_loss, consistency_loss, proxy_inputs
 from delo.train import make_optimizer
 
 E, D_IN, D_OUT = 4, 3, 2

@@ -5,7 +5,7 @@ import pytest
 import torch
 from _shared_experts import TASKS, build, make_batch, train_task
 
-from delo.methods.moe_lora import pathway_energy
+from delo.methods.shared_experts.moe_lora import pathway_energy
 
 
 def _site_input(model, batch):

@@ -8,8 +8,8 @@ from tiny_vilt import tiny_vilt
 
 from delo.config import ModelConfig
 from delo.methods import build_method
-from delo.methods.mora import TEXT, VISION, MoRAModel
-from delo.model.context import use_context
+from delo.methods.mora.model import TEXT, VISION, MoRAModel
+from delo.vilt.context import use_context
 
 TEXT_LEN = 8
 D = 32  # tiny ViLT hidden size

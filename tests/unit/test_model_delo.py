@@ -6,9 +6,9 @@ import torch
 from tiny_vilt import tiny_vilt
 
 from delo.config import LossConfig, ModelConfig
-from delo.losses import compute_loss
-from delo.model import DeLoModel
-from delo.model.layer import SiteGroup
+from delo.methods.delo.layer import SiteGroup
+from delo.methods.delo.loss import compute_loss
+from delo.methods.delo.model import DeLoModel
 
 TEXT_LEN = 8
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values", "pixel_mask")

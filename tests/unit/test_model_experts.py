@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from delo.model.context import guide_index
-from delo.model.experts import (
+from delo.methods.delo.experts import (
     FactorPool,
     LoRAFactors,
     Routing,
@@ -17,6 +16,7 @@ from delo.model.experts import (
     slot_weights,
     stack_pools,
 )
+from delo.vilt.context import guide_index
 
 E, R, D_IN, D_OUT = 6, 3, 10, 7
 

@@ -5,8 +5,10 @@ import torch
 from tiny_vilt import tiny_vilt
 
 from delo.config import ModelConfig
-from delo.model import DeLoLinear, DeLoModel, inject
-from delo.model.context import ContextSlot
+from delo.methods.delo.layer import DeLoLinear
+from delo.methods.delo.model import DeLoModel
+from delo.vilt.context import ContextSlot
+from delo.vilt.inject import inject
 
 QKV = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
 

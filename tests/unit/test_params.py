@@ -5,8 +5,8 @@ import torch
 from transformers import ViltConfig, ViltModel
 
 from delo.config import ModelConfig
-from delo.model import DeLoModel
-from delo.params import count_model_parameters, count_parameters
+from delo.methods.delo.model import DeLoModel
+from delo.methods.delo.params import count_model_parameters, count_parameters
 
 VILT_B32 = {"hidden": 768, "num_layers": 12, "backbone_params": 111_595_008}  # default ViltConfig
 HEAD = 768 * 10 + 10

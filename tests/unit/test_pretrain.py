@@ -10,7 +10,7 @@ from transformers import ViltConfig, ViltModel
 
 from delo.data.collate import DUMMY_TEXT, dummy_image
 from delo.data.synthetic import WORLD_WORDS, sample_pairs
-from delo.pretrain import (
+from delo.tools.pretrain import (
     TINY_CONFIG,
     PretrainConfig,
     PretrainHeads,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from delo.model.task_keys import TaskKeyMemory
+from delo.vilt.task_keys import TaskKeyMemory
 
 COMPLETE, TEXT_MISSING, IMAGE_MISSING = 0, 1, 2
 
@@ -92,7 +92,7 @@ def _train_on(
     """One batch of task ``task`` in the form's own query (u is the guided mean)."""
     missing = torch.tensor(missing)
     raw = torch.stack([q_v, q_t]).expand(len(missing), 2, -1)  # (B, 2, d)
-    guide = torch.stack([(missing == 2).long(), (missing != 1).long()], dim=1)  # as delo.model.context
+    guide = torch.stack([(missing == 2).long(), (missing != 1).long()], dim=1)  # as delo.vilt.context
     guided = raw.gather(1, guide[:, :, None].expand(-1, -1, raw.shape[-1]))
     tkm.update(task, tkm.query(raw, guided), missing, beta=0.0)
 

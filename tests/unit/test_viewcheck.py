@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from delo.viewcheck import ViewCheckError, main, swept_keys
+from delo.tools.viewcheck import ViewCheckError, main, swept_keys
 
 
 def _trial(exp, name, config):

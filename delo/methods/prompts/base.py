@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from delo.config import ModelConfig
-from delo.losses import classification_loss
 from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads, load_state_tensors
+from delo.methods.delo.loss import classification_loss
 from delo.methods.prompts.hooks import PromptHooks
 
 #: auxiliary loss name -> (weight, unweighted value)

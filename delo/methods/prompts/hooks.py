@@ -13,7 +13,7 @@ One :class:`PromptHooks` per model registers, once:
 - for **prefix tuning** (keys/values prepended inside self-attention: MAP/MSP ``attention``, DualPrompt, RebQ's
   image/text prompts) a pre-hook on ``layer.attention.attention`` (``ViltSelfAttention``) that puts n placeholder
   rows in front of the (LayerNorm-ed) hidden states and widens the mask, the key and value linears wrapped
-  (:class:`PrefixLinear`, through :func:`delo.model.inject.inject`) so the placeholders' keys and values are the
+  (:class:`PrefixLinear`, through :func:`delo.vilt.inject.inject`) so the placeholders' keys and values are the
   prefix itself, and a forward hook that drops the placeholders' rows from the attention output. The attention
   is then exactly softmax(q [p_k; K]^T / sqrt(d_h) + mask) [p_v; V] for the real tokens, which is prefix tuning;
   the placeholders' own query rows are computed and thrown away.
@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from delo.model.inject import inject
+from delo.vilt.inject import inject
 
 Carry = Literal["accumulate", "replace"]
 

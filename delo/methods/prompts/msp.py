@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from delo.config import ModelConfig
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
 from delo.methods.prompts.hooks import Prompts, paper_layers
-from delo.model.task_keys import present_modalities
+from delo.vilt.task_keys import present_modalities
 
 PROMPT_STD = 0.02  # ViT-style prompt init; MSP does not say (an all-zero MAP init would have no orthogonality gradient)
 

@@ -12,8 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from delo.config import ModelConfig
-from delo.model.context import ContextSlot, QuerySite, RoutingContext
-from delo.model.experts import (
+from delo.methods.delo.experts import (
     FactorPool,
     LoRAFactors,
     compose_delta,
@@ -24,6 +23,7 @@ from delo.model.experts import (
     slot_weights,
     stack_pools,
 )
+from delo.vilt.context import ContextSlot, QuerySite, RoutingContext
 
 
 class SiteGroup:

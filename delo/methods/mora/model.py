@@ -17,7 +17,7 @@ W + dW^v, text tokens W + dW^t.
 
 MoRA is not continual; here each task gets its own MoRA (common factors, specific factors, magnitudes), its own
 head and a Task-Key Memory key; earlier tasks are frozen, and a task-agnostic forward routes each sample to the
-task its key query picks (DeLo's query at ``model.tkm_layer``, through :class:`delo.model.key_site.KeySite`).
+task its key query picks (DeLo's query at ``model.tkm_layer``, through :class:`delo.vilt.key_site.KeySite`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from torch import Tensor, nn
 from transformers import ViltModel
 
 from delo.config import ModelConfig, MoRAConfig
-from delo.losses import classification_loss
 from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads, load_state_tensors
-from delo.model.context import ContextSlot, RoutingContext, guide_index, use_context
-from delo.model.inject import inject
-from delo.model.key_site import KeySite
-from delo.model.task_keys import TaskKeyMemory
+from delo.methods.delo.loss import classification_loss
+from delo.vilt.context import ContextSlot, RoutingContext, guide_index, use_context
+from delo.vilt.inject import inject
+from delo.vilt.key_site import KeySite
+from delo.vilt.task_keys import TaskKeyMemory
 
 VISION, TEXT = 0, 1  # path index, in the order of DeLo's [q_v, q_t]
 _LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from delo.model.context import ContextSlot, RoutingContext, use_context
-from delo.model.task_keys import TaskKeyMemory
+from delo.vilt.context import ContextSlot, RoutingContext, use_context
+from delo.vilt.task_keys import TaskKeyMemory
 
 
 class _KeySiteReached(Exception):

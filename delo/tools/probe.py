@@ -108,8 +108,8 @@ def benchmark_splits(cfg: RunConfig, max_test: int | None = None) -> tuple[list[
 def probe_folder(folder: str | Path, threads: int | None = None) -> dict:
     """The probe of the backbone in ``folder`` on the default profile's world (all 6,000 test samples):
     ``{"scores": {complete, image_only, text_only}, "split": description}``, as the backbone card records it."""
-    from delo.backbone import load_backbone
     from delo.config import DEFAULT_PROFILE, load_config
+    from delo.vilt.backbone import load_backbone
 
     if threads:
         torch.set_num_threads(threads)

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from delo.config import ModelConfig
-from delo.losses import classification_loss
 from delo.methods.base import (
     ContinualMethod,
     MethodLoss,
@@ -32,7 +31,8 @@ from delo.methods.base import (
     check_state_names,
     copy_state_tensor,
 )
-from delo.model.inject import inject
+from delo.methods.delo.loss import classification_loss
+from delo.vilt.inject import inject
 
 #: gate(site, x (B, S, d_in), z (B, S, E, r) = A x) -> (B, E) per-sample or (B, S, E) per-token weights
 Gate = Callable[["SharedExpertLinear", Tensor, Tensor], Tensor]

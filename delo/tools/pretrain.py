@@ -34,9 +34,9 @@ from transformers.models.vilt.image_processing_pil_vilt import ViltImageProcesso
 from transformers.models.vilt.modeling_vilt import ViltMLMHead
 
 from delo.atomic import atomic_write_text
-from delo.backbone import TINY_DIR, make_image_processor
 from delo.data import synthetic
 from delo.data.collate import DUMMY_TEXT, dummy_image
+from delo.vilt.backbone import TINY_DIR, make_image_processor
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TINY_CONFIG = {
@@ -474,7 +474,7 @@ hidden {c["hidden_size"]}, {c["num_hidden_layers"]} layers, {c["num_attention_he
 {card["pretrain"]["threads"]} threads; training took {card["train_wall_s"]} s; bit-reproducible for the same \
 thread count).
 - Weights: `model.safetensors`, sha256 `{card["weights_sha256"]}`.
-- Load: `delo.backbone.load_backbone(ModelConfig(backbone="tiny"))`.
+- Load: `delo.vilt.backbone.load_backbone(ModelConfig(backbone="tiny"))`.
 {probe_markdown(card.get("probe"))}
 Held-out pretraining quality, {card["pretrain"]["heldout_pairs"]} pairs ({card["evaluation"]}):
 
@@ -494,7 +494,7 @@ def probe_markdown(probe: dict | None) -> str:
         return "\nLinear probe: not run (`python launch/pretrain_backbone.py --probe-only`).\n"
     s = probe["scores"]
     return f"""
-Linear probe (`delo/probe.py`: frozen pooled output, {probe["split"]}; chance 5 %, one modality's ceiling \
+Linear probe (`delo/tools/probe.py`: frozen pooled output, {probe["split"]}; chance 5 %, one modality's ceiling \
 about 74 %):
 
 | complete | image only | text only |

@@ -42,7 +42,7 @@ VILT_B32_DIMS = {
 
 def _tiny_dims() -> dict[str, int]:
     """The shipped ``tiny`` backbone's dimensions, read from its config.json (a copy here once drifted)."""
-    from delo.backbone import TINY_DIR
+    from delo.vilt.backbone import TINY_DIR
 
     config = json.loads((TINY_DIR / "config.json").read_text())
     return {key: config[key] for key in VILT_B32_DIMS}
@@ -59,7 +59,7 @@ MISSING_MIX = (0.3, 0.35, 0.35)  # complete, text missing, image missing: eta = 
 
 def random_vilt(dims: dict[str, int], seed: int = 0):
     """A frozen random ViltModel with ``dims`` (fixed seed, global RNG untouched)."""
-    from delo.backbone import build_random_vilt
+    from delo.vilt.backbone import build_random_vilt
 
     return build_random_vilt(seed=seed, modality_type_vocab_size=2, max_image_length=-1, **dims)
 
@@ -113,7 +113,7 @@ def build_model(
 
     ``cfg`` (default: the default ModelConfig) with ``overrides`` applied; E = 16, r = 4 by default.
     """
-    from delo.model import DeLoModel
+    from delo.methods.delo.model import DeLoModel
 
     cfg = ModelConfig(**{**(cfg or ModelConfig()).model_dump(), **overrides})
     model = DeLoModel(random_vilt(dims, seed), cfg, multilabel=False)
@@ -134,7 +134,7 @@ def train_step(model, batch: dict, loss_cfg: LossConfig, autocast: bool = False)
 
     ``autocast``: bf16 autocast on CUDA, as the runner does on a GPU (method.md §10).
     """
-    from delo.losses import compute_loss
+    from delo.methods.delo.loss import compute_loss
 
     task = model.num_tasks - 1
     opt = torch.optim.AdamW(model.task_parameters(task), lr=1e-4, weight_decay=0.01, betas=(0.9, 0.98))
@@ -405,7 +405,7 @@ def _pack_sweeps(tmp: Path, trials: int) -> dict[str, Any]:
     from delo.config import load_config
     from delo.data import prepare_data
 
-    profile = Path(__file__).resolve().parents[1] / "sweeps" / "profiles" / "tiny_test.yaml"
+    profile = Path(__file__).resolve().parents[2] / "sweeps" / "profiles" / "tiny_test.yaml"
     prepare_data(load_config(profile))  # outside the timed runs
     walls, spans, durations = {}, {}, {}
     for concurrent in (1, 2):

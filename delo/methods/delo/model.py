@@ -21,11 +21,11 @@ from transformers import ViltModel
 
 from delo.config import ModelConfig
 from delo.methods.base import ContinualMethod, Prediction, load_state_tensors
-from delo.model.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
-from delo.model.inject import inject
-from delo.model.key_site import KeySite
-from delo.model.layer import DeLoLinear, group_by_input
-from delo.model.task_keys import TaskKeyMemory
+from delo.methods.delo.layer import DeLoLinear, group_by_input
+from delo.vilt.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
+from delo.vilt.inject import inject
+from delo.vilt.key_site import KeySite
+from delo.vilt.task_keys import TaskKeyMemory
 
 
 @dataclass
@@ -143,9 +143,9 @@ class DeLoModel(ContinualMethod):
         return sum(p.numel() for p in self.heads[k].parameters())
 
     def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False):
-        """``delo.losses.compute_loss`` (L_cls + lambda1 L_align + lambda2 L_con); a ``LossOutput``, whose
+        """``delo.methods.delo.loss.compute_loss`` (L_cls + lambda1 L_align + lambda2 L_con); a ``LossOutput``, whose
         ``parts`` are cls / align / con."""
-        from delo.losses import compute_loss  # delo.losses imports this module
+        from delo.methods.delo.loss import compute_loss  # delo.methods.delo.loss imports this module
 
         return compute_loss(self, batch, task, loss_cfg, record_rows=record_rows)
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from delo.config import LossConfig
-from delo.model.delo import DeLoModel
+from delo.methods.delo.model import DeLoModel
 
 
 @dataclass

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from delo.model.layer import DeLoLinear
+from delo.methods.delo.layer import DeLoLinear
 
 
 def _role(name: str) -> str:

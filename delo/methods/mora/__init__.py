@@ -1,0 +1,1 @@
+"""MoRA (docs/methods.md#mora): ``model`` the method, ``config`` its keys (light: no torch)."""
