@@ -100,11 +100,11 @@ def evaluate_task(
         blind = {k: v for k, v in batch.items() if k != "task"}
         with autocast(device):
             if reuse is None:
-                agnostic = model.predict(blind, oracle=False)
+                agnostic = model.predict(blind, task_aware=False)
                 oracle_scores = agnostic.scores.clone()  # (B, C_total)
                 wrong = agnostic.task != batch["task"]  # (B,)
                 if wrong.any():
-                    rerun = model.predict({k: v[wrong] for k, v in batch.items()}, oracle=True)
+                    rerun = model.predict({k: v[wrong] for k, v in batch.items()}, task_aware=True)
                     oracle_scores[wrong] = rerun.scores.to(oracle_scores.dtype)
                 task = agnostic.task
                 agn_rows = _rows(agnostic.scores, batch, cols, multilabel)
@@ -123,7 +123,7 @@ def evaluate_task(
                 elsewhere = moved & ~own
                 if elsewhere.any():
                     sub = {k: v[elsewhere] for k, v in batch.items()}
-                    routed = model.predict({**sub, "task": task[elsewhere]}, oracle=True)  # as routed
+                    routed = model.predict({**sub, "task": task[elsewhere]}, task_aware=True)  # as routed
                     for k, v in _rows(routed.scores, sub, cols, multilabel).items():
                         agn_rows[k][elsewhere] = v
         start += n

@@ -28,6 +28,7 @@ from delo import checkpoint, runtime
 from delo.atomic import atomic_write_json
 from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
+from delo.methods.base import RoutingDiagnostics
 from delo.metric_keys import TASK, TEST_PREFIX, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
@@ -46,7 +47,7 @@ def _build(cfg: RunConfig, multilabel: bool, device: torch.device):
 
     runtime.seed_everything(runtime.derive_seed(cfg.seed, "build"))
     backbone = load_backbone(cfg.model, data_square=cfg.data.square)
-    model = build_method(backbone.vilt, cfg.model, multilabel).to(device)
+    model = build_method(backbone.vilt, cfg, multilabel).to(device)
     return model, backbone
 
 
@@ -86,9 +87,9 @@ def make_optimizer(model, task: int, cfg: RunConfig, total: int):
     """
     tc = cfg.train
     groups = model.task_parameter_groups(task)
-    param_groups = [{"params": groups["factors"], "lr": tc.lr}]
-    if groups["routers"]:
-        param_groups.append({"params": groups["routers"], "lr": tc.lr * tc.router_lr_mult})
+    param_groups = [{"params": groups.main, "lr": tc.lr}]
+    if groups.routing:
+        param_groups.append({"params": groups.routing, "lr": tc.lr * tc.router_lr_mult})
     opt = torch.optim.AdamW(
         param_groups, lr=tc.lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas), eps=tc.eps
     )
@@ -114,13 +115,11 @@ def train_task(
     With ``cfg.debug.diagnostics`` and a TensorBoard logger, ``probe`` (a fixed batch of the task's train data,
     on ``device``) feeds the per-epoch routing diagnostics of :mod:`delo.methods.delo.diagnostics`.
     """
-    from delo.methods.delo.diagnostics import Dynamics
-
     total = steps_per_task(cfg, len(loader))
     opt, sched = make_optimizer(model, task, cfg, total)
-    # the routing dynamics read DeLo's pools and routers; other methods have none to measure
-    diagnose = tb is not None and cfg.debug.diagnostics and cfg.model.method == "delo"
-    dynamics = Dynamics(model, task, probe, cfg.debug.diagnostics_every) if diagnose else None
+    # only methods that route inputs have routing dynamics to measure
+    diagnose = tb is not None and probe is not None and isinstance(model, RoutingDiagnostics)
+    dynamics = model.training_dynamics(task, probe, cfg.debug.diagnostics_every) if diagnose else None
     if dynamics is not None:
         with runtime.autocast(device):
             dynamics.probe()  # the reference selections of the epoch-1 churn
@@ -133,9 +132,8 @@ def train_task(
             if step >= total:
                 break
             batch = runtime.move_batch(batch, device)
-            measure = dynamics is not None and dynamics.measures(step)
             with runtime.autocast(device):
-                out = model.training_loss(batch, task, cfg.loss, record_rows=measure)
+                out = dynamics.loss(batch, task, step) if dynamics else model.training_loss(batch, task)
             loss = out.total
             global_step = step0 + step + 1
             if cfg.debug.nan_at_step == global_step:
@@ -147,7 +145,7 @@ def train_task(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if measure:
+            if dynamics is not None:
                 dynamics.after_backward(out)
             opt.step()
             sched.step()
@@ -278,7 +276,9 @@ class _Run:
         self._begin(k)
         loader = self._loader(self.bench.split(k, "train"), train=True, seed_parts=("shuffle", k))
         probe = (
-            self._probe_batch(k) if self.cfg.debug.diagnostics and self.cfg.model.method == "delo" else None
+            self._probe_batch(k)
+            if self.cfg.debug.diagnostics and isinstance(self.model, RoutingDiagnostics)
+            else None
         )
         # ViLT draws a random patch order from the global torch RNG on every forward
         runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "train", k))
@@ -313,8 +313,10 @@ class _Run:
         """Fill row j of every split's matrices; returns the routing stats of the first split's forwards."""
         stats = None
         self.model.eval()
+        routes = isinstance(self.model, RoutingDiagnostics)
         for n, split in enumerate(self.splits):
-            self.model.enable_routing_stats(n == 0)
+            if routes:
+                self.model.enable_routing_stats(n == 0)
             for i in range(j + 1):
                 runtime.seed_everything(runtime.derive_seed(self.cfg.seed, "eval", split, j, i))
                 loader = self._loader(self.bench.split(i, split), train=False, seed_parts=("eval", split, i))
@@ -325,9 +327,10 @@ class _Run:
                     self.model, loader, self.bench.task_classes[i], self.bench.multilabel, self.device, reuse
                 )
                 self.books[split].fill(j, i, outcomes)
-            if n == 0:
+            if n == 0 and routes:
                 stats = self.model.routing_stats()
-        self.model.enable_routing_stats(False)
+        if routes:
+            self.model.enable_routing_stats(False)
         return stats
 
     def report(self, j: int, losses: dict[str, float], times: dict[str, float]) -> dict[str, Any]:

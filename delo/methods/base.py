@@ -1,30 +1,36 @@
 """The contract every continual method meets, so the runner, evaluator, checkpoints and sweeps stay method-blind.
 
 ``delo.train`` and ``delo.evaluate`` talk to a model only through :class:`ContinualMethod`; DeLo
-(:class:`delo.model.DeLoModel`) and every comparator (docs/methods.md) subclass it. The frozen ViLT is always
-``self.vilt`` (``requires_grad`` False, eval mode); a method adds its own trainable tensors around it.
+(:class:`delo.methods.delo.model.DeLoModel`) and every comparator subclass it. The frozen ViLT is always
+``self.vilt`` (``requires_grad`` False, eval mode); a method adds its own trainable tensors around it and gets
+its per-task heads (:class:`~delo.methods.heads.TaskHeads`) from here.
 
 Task lifecycle, called by the runner for k = 0, 1, ...:
-``begin_task(k, num_classes, offset)`` (new head / pools / prompts; freeze what the method freezes) ->
-``task_parameter_groups(k)`` (what the optimiser gets) -> ``training_loss(batch, k, loss_cfg)`` per step ->
-``end_task(k, make_loader)`` (statistics a method accumulates at a task's end, e.g. importance) -> evaluation through
-``predict`` -> ``task_state(k)`` into the task's checkpoint. A resumed run calls ``begin_task(j)`` and
-``load_task_state(j, state_j)`` for j = 0..k in order, and must then equal the model at the end of task k: a
-method whose shared tensors keep training puts their value at task k's end into ``task_state(k)``.
+``begin_task(k, num_classes, offset)`` (one implementation, here: record the task, freeze what earlier tasks own,
+add the method's tensors of task k and its head) -> ``task_parameter_groups(k)`` (what the optimiser gets) ->
+``training_loss(batch, k)`` per step -> ``end_task(k, make_loader)`` (statistics a method accumulates at a task's
+end, e.g. importance) -> evaluation through ``predict`` -> ``task_state(k)`` into the task's checkpoint. A resumed
+run calls ``begin_task(j)`` and ``load_task_state(j, state_j)`` for j = 0..k in order, and must then equal the
+model at the end of task k: a method whose shared tensors keep training puts their value at task k's end into
+``task_state(k)``.
+
+Optional capability: :class:`RoutingDiagnostics` (routing statistics in TensorBoard, training dynamics); the
+runner asks ``isinstance(model, RoutingDiagnostics)``, never a method's name.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from delo.methods.heads import Prediction, TaskHeads
 
-@dataclass
-class Prediction:
-    task: Tensor  # (B,) long predicted task (the true one when oracle)
-    scores: Tensor  # (B, C_total) logits in the predicted task's label columns, -inf elsewhere
+if TYPE_CHECKING:
+    from delo.config import RunConfig
 
 
 @dataclass
@@ -36,12 +42,35 @@ class MethodLoss:
     parts: dict[str, Tensor] = field(default_factory=dict)
 
 
-class ContinualMethod(nn.Module):
-    """Base class: the hooks a method must implement raise; the optional ones have neutral defaults."""
+@dataclass
+class ParameterGroups:
+    """Task k's trainable tensors by learning rate: ``main`` at ``train.lr`` (adapters, prompts, the head),
+    ``routing`` at ``train.lr * train.router_lr_mult`` (routers and routing maps; empty for most methods)."""
 
-    #: True when task k's tensors never change after task k (the evaluator may then reuse predictions and
-    #: needs ``infer_task``); False for methods whose shared parameters keep training.
+    main: list[nn.Parameter]
+    routing: list[nn.Parameter] = field(default_factory=list)
+
+    def all(self) -> list[nn.Parameter]:
+        return self.main + self.routing
+
+
+class ContinualMethod(nn.Module, ABC):
+    """A continual method on the frozen ViLT. Subclasses implement the abstract hooks; the task lifecycle, the
+    heads and the parameter counts are implemented once, here."""
+
     frozen_after_task: bool = False
+    """True when task k's tensors never change after task k (the evaluator may then reuse predictions and needs
+    ``infer_task``), and begin_task freezes all of an earlier task's tensors; False for methods whose shared
+    tensors keep training (begin_task then freezes earlier heads only)."""
+
+    head_first: bool = True
+    """Order of task k's random draws in ``begin_task``: the head before the method's own tensors (True) or after
+    (False). Part of a run's identity: changing it changes every number a seed gives."""
+
+    @classmethod
+    def from_config(cls, vilt: nn.Module, cfg: RunConfig, multilabel: bool) -> ContinualMethod:
+        """The model of ``cfg`` (a method whose loss reads a top-level section, as DeLo's ``loss``, overrides)."""
+        return cls(vilt, cfg.model, multilabel)
 
     def __init__(self, vilt: nn.Module, multilabel: bool) -> None:
         super().__init__()
@@ -52,39 +81,50 @@ class ContinualMethod(nn.Module):
         self.vilt = vilt.eval().requires_grad_(False)
         self.multilabel = multilabel
         self.hidden = vilt.config.hidden_size
+        self.heads = TaskHeads(self.hidden)
         self.num_classes: list[int] = []
         self.offsets: list[int] = []
 
-    # -- required -------------------------------------------------------------------------------------------
+    # -- what a method implements ---------------------------------------------------------------------------
 
-    def begin_task(self, k: int, num_classes: int, offset: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add_task(self, k: int) -> None:
+        """Create the method's own tensors of task k (pools, prompts, keys, ...; not the head)."""
 
-    def task_parameter_groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        """``factors`` (lr ``train.lr``) and ``routers`` (lr ``train.lr * train.router_lr_mult``; may be empty)."""
-        raise NotImplementedError
+    @abstractmethod
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        """Task k's trainable tensors other than its head (shared tensors included where they keep training)."""
 
-    def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False) -> MethodLoss:
-        raise NotImplementedError
+    @abstractmethod
+    def state_tensors(self, k: int) -> dict[str, Tensor]:
+        """The live tensors of task k's state other than its head, by name: task k's own, and the shared ones as
+        they are now (``task_state`` copies them at task k's end)."""
 
-    def predict(self, batch: dict, oracle: bool = False) -> Prediction:
-        """Task-agnostic (never reads ``batch["task"]``) or, with ``oracle``, with the true task."""
-        raise NotImplementedError
+    @abstractmethod
+    def training_loss(self, batch: dict, task: int) -> MethodLoss:
+        """The loss of one training step on task ``task``."""
 
-    def task_state(self, k: int) -> dict[str, Tensor]:
-        raise NotImplementedError
+    @abstractmethod
+    def predict(self, batch: dict, task_aware: bool = False) -> Prediction:
+        """Task-agnostic (never reads ``batch["task"]``) or, with ``task_aware``, with the true task."""
 
-    def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
-        raise NotImplementedError
+    def end_task(self, k: int, make_loader) -> None:
+        """After task k's training, before its evaluation; ``make_loader()`` gives a loader of task k's train
+        split (not shuffled, eval batch size, on the CPU: move batches with ``delo.runtime.move_batch``)."""
 
-    # -- optional -------------------------------------------------------------------------------------------
+    def infer_task(self, batch: dict) -> Tensor:
+        """(B,) each sample's task, for the evaluator's prediction reuse (``frozen_after_task`` methods only)."""
+        raise TypeError(f"{type(self).__name__} is not frozen after a task: no prediction reuse")
+
+    # -- the task lifecycle ---------------------------------------------------------------------------------
 
     @property
     def num_tasks(self) -> int:
         return len(self.num_classes)
 
-    def _register_task(self, k: int, num_classes: int, offset: int) -> None:
-        """Check the task order and contiguous label ids, and record the task's classes."""
+    def begin_task(self, k: int, num_classes: int, offset: int) -> None:
+        """Record task k (in order, contiguous label ids), freeze what earlier tasks own, add task k's tensors and
+        head."""
         if k != self.num_tasks:
             raise ValueError(f"tasks begin in order: expected task {self.num_tasks}, got {k}")
         if offset != sum(self.num_classes):
@@ -93,27 +133,47 @@ class ContinualMethod(nn.Module):
             )
         self.num_classes.append(num_classes)
         self.offsets.append(offset)
+        for j in range(k):
+            for p in self.task_parameters(j) if self.frozen_after_task else self.heads.parameters_of(j):
+                p.requires_grad_(False)
+        like = self.vilt.pooler.dense.weight
+        if self.head_first:
+            self.heads.add(num_classes, like)
+            self.add_task(k)
+        else:
+            self.add_task(k)
+            self.heads.add(num_classes, like)
+
+    def check_task(self, k: int) -> None:
+        if not 0 <= k < self.num_tasks:
+            raise IndexError(f"task {k} has not begun ({self.num_tasks} tasks so far)")
 
     def head_span(self, k: int) -> slice:
         """Task k's global label columns."""
         return slice(self.offsets[k], self.offsets[k] + self.num_classes[k])
 
+    def task_parameter_groups(self, k: int) -> ParameterGroups:
+        """What task k's optimiser gets: the method's groups, task k's head appended to ``main``."""
+        self.check_task(k)
+        groups = self.adapter_groups(k)
+        return ParameterGroups(main=groups.main + self.heads.parameters_of(k), routing=groups.routing)
+
     def task_parameters(self, k: int) -> list[nn.Parameter]:
-        groups = self.task_parameter_groups(k)
-        return groups["factors"] + groups["routers"]
+        return self.task_parameter_groups(k).all()
 
-    def end_task(self, k: int, make_loader) -> None:
-        """After task k's training, before its evaluation; ``make_loader()`` gives a loader of task k's train
-        split (not shuffled, eval batch size, on the CPU: move batches with ``delo.runtime.move_batch``)."""
+    def task_tensors(self, k: int) -> dict[str, Tensor]:
+        """Every live tensor of task k's state: ``state_tensors(k)`` and the head's."""
+        self.check_task(k)
+        return {**self.state_tensors(k), **self.heads.named_tensors(k)}
 
-    def infer_task(self, batch: dict) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} is not frozen after a task: no prediction reuse")
+    def task_state(self, k: int) -> dict[str, Tensor]:
+        """Copies of task k's state tensors (what a resumed run replays)."""
+        return {name: t.detach().clone() for name, t in self.task_tensors(k).items()}
 
-    def enable_routing_stats(self, enabled: bool = True) -> None:
-        """Routing statistics are DeLo's (TensorBoard ``routing/``); other methods record none."""
-
-    def routing_stats(self) -> dict[str, dict]:
-        return {"selection": {}, "query_cos": {}}
+    @torch.no_grad()
+    def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
+        """Load ``task_state(k)`` output into a model where task k has begun; names and shapes must match."""
+        load_state_tensors(k, self.task_tensors(k), state)
 
     def parameter_counts(self) -> dict[str, int]:
         """``trainable``: what the latest task's optimiser gets; ``total``: every parameter incl. the backbone;
@@ -121,15 +181,14 @@ class ContinualMethod(nn.Module):
         methods, so this is the adapter's own size)."""
         last = self.num_tasks - 1
         trainable = sum(p.numel() for p in self.task_parameters(last))
+        head = sum(p.numel() for p in self.heads.parameters_of(last))
         return {
-            "adapters_per_task": trainable - self.head_parameters(last),
+            "adapters_per_task": trainable - head,
             "trainable": trainable,
             "total": sum(p.numel() for p in self.parameters()),
         }
 
-    def head_parameters(self, k: int) -> int:
-        """Parameters of task k's classifier inside ``task_parameters(k)``."""
-        raise NotImplementedError
+    # -- shared helpers -------------------------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> ContinualMethod:
         super().train(mode)
@@ -137,7 +196,8 @@ class ContinualMethod(nn.Module):
         return self
 
     def run_vilt(self, batch: dict, **kwargs):
-        """The frozen ViLT on a batch (``kwargs`` e.g. ``inputs_embeds`` / ``image_embeds`` for prompt methods)."""
+        """The ViLT forward on a batch (``kwargs`` e.g. ``inputs_embeds`` / ``image_embeds`` for prompt methods);
+        the one place a method calls the backbone."""
         return self.vilt(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
@@ -148,44 +208,33 @@ class ContinualMethod(nn.Module):
         )
 
 
-class TaskHeads(nn.Module):
-    """One linear head per task over the pooled output, with the two read-outs the comparators use.
+@runtime_checkable
+class TrainingDynamics(Protocol):
+    """One task's training-dynamics probe (TensorBoard ``dynamics/``); never changes results."""
 
-    ``seen`` (class-incremental, task-agnostic): the predicted task is the one owning the best-scoring seen column
-    (multi-class: argmax logit; multi-label: the largest logit), and the scores keep that task's columns only, as
-    :class:`Prediction` requires. ``oracle``: the true task's columns.
-    """
+    def probe(self) -> None:
+        """The reference measurement before the first step."""
 
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.hidden = hidden
-        self.heads = nn.ModuleList()
-        self.register_buffer("column_task", torch.zeros(0, dtype=torch.long), persistent=False)
+    def loss(self, batch: dict, task: int, step: int) -> MethodLoss:
+        """The method's training loss of this step, recording what this step measures."""
 
-    def add(self, num_classes: int, like: Tensor) -> nn.Linear:
-        head = nn.Linear(self.hidden, num_classes).to(device=like.device, dtype=like.dtype)
-        self.heads.append(head)
-        k = len(self.heads) - 1
-        column = torch.full((num_classes,), k, dtype=torch.long, device=like.device)
-        self.column_task = torch.cat([self.column_task, column])
-        return head
+    def after_backward(self, loss: MethodLoss) -> None: ...
 
-    def logits(self, pooled: Tensor) -> Tensor:
-        """(B, C_seen) every head's logits, contiguous per task."""
-        return torch.cat([head(pooled) for head in self.heads], dim=1)
+    def epoch_end(self) -> dict[str, float]:
+        """The epoch's scalars, tag -> value."""
 
-    def predict(self, pooled: Tensor, task: Tensor | None = None) -> Prediction:
-        """pooled (B, d); ``task`` (B,) the true task for the oracle read-out, None for task-agnostic."""
-        logits = self.logits(pooled)  # (B, C_seen)
-        if task is None:
-            task = self.column_task[logits.argmax(dim=1)]  # (B,)
-        scores = logits.masked_fill(self.column_task[None, :] != task[:, None], -torch.inf)
-        return Prediction(task=task.long(), scores=scores)
 
-    def task_logits(self, pooled: Tensor, k: int, seen: bool) -> Tensor:
-        """Training logits of task k: head k alone (``seen=False``, (B, C_k)) or every seen head ((B, C_seen),
-        for methods that train a class-incremental classifier over all classes seen so far)."""
-        return self.logits(pooled) if seen else self.heads[k](pooled)
+@runtime_checkable
+class RoutingDiagnostics(Protocol):
+    """Optional capability of a method that routes inputs (DeLo): routing statistics over the evaluation's
+    forwards (TensorBoard ``routing/``) and per-epoch training dynamics."""
+
+    def enable_routing_stats(self, enabled: bool = True) -> None: ...
+
+    def routing_stats(self) -> dict[str, dict]:
+        """Pop the statistics accumulated since enabled."""
+
+    def training_dynamics(self, task: int, probe: dict, every: int) -> TrainingDynamics: ...
 
 
 def check_state_names(k: int, live: dict[str, Tensor], state: dict[str, Tensor]) -> None:
@@ -213,8 +262,10 @@ def load_state_tensors(k: int, live: dict[str, Tensor], state: dict[str, Tensor]
 __all__ = [
     "ContinualMethod",
     "MethodLoss",
+    "ParameterGroups",
     "Prediction",
-    "TaskHeads",
+    "RoutingDiagnostics",
+    "TrainingDynamics",
     "check_state_names",
     "copy_state_tensor",
     "load_state_tensors",

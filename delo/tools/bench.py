@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from delo.config import LossConfig, ModelConfig
+from delo.config import ModelConfig
+from delo.methods.delo.config import LossConfig
 
 VILT_B32_DIMS = {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
@@ -150,10 +151,10 @@ def train_step(model, batch: dict, loss_cfg: LossConfig, autocast: bool = False)
     return step
 
 
-def predict_step(model, batch: dict, oracle: bool = False) -> Callable[[], None]:
-    """A closure running ``model.predict`` (task-agnostic, or task-aware with ``oracle``) in eval mode."""
+def predict_step(model, batch: dict, task_aware: bool = False) -> Callable[[], None]:
+    """A closure running ``model.predict`` (task-agnostic, or with ``task_aware`` the true task) in eval mode."""
     model.eval()
-    return lambda: model.predict(batch, oracle=oracle)
+    return lambda: model.predict(batch, task_aware=task_aware)
 
 
 def time_interleaved(
@@ -304,12 +305,13 @@ def task_scaling(quick: bool = False) -> dict[str, Any]:
 
 
 def inference_passes(quick: bool = False) -> dict[str, Any]:
-    """Evaluation time task-agnostic (Task-Key Memory) / task-aware (oracle), 10 learned tasks, tiny dims."""
+    """Evaluation time task-agnostic (Task-Key Memory) / task-aware (the true task), 10 learned tasks, tiny dims."""
     many, _, batch, size = _eval_models(quick)
     times = time_interleaved(
-        {"agnostic": predict_step(many, batch), "oracle": predict_step(many, batch, True)}, 5 if quick else 30
+        {"agnostic": predict_step(many, batch), "task_aware": predict_step(many, batch, True)},
+        5 if quick else 30,
     )
-    ratio = _ratio(times, "agnostic", "oracle")
+    ratio = _ratio(times, "agnostic", "task_aware")
     return {
         **ratio,
         "target": 1.05,

@@ -1,7 +1,7 @@
 """Per-forward routing context (method.md §3, §4).
 
 Everything a wrapped linear needs besides its input lives in one :class:`RoutingContext`, created by
-``DeLoModel.forward`` and installed in the model's :class:`ContextSlot` by :func:`use_context`, which always
+a method's forward (DeLo, MoRA) and installed in the model's :class:`ContextSlot` by :func:`use_context`, which always
 clears it. A wrapped linear called with an empty slot raises: there is no silent fallback to the frozen layer
 (the failure of the authors' release, method.md §14.1).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-MODES = ("train", "proxy", "agnostic", "oracle")
+MODES = ("train", "proxy", "agnostic", "task_aware")
 """Public forward modes; the model also uses the internal mode ``keys`` (expert-free pass up to the TKM site)."""
 
 
@@ -97,7 +97,7 @@ class RoutingContext:
 
     missing: Tensor  # (B,) long: 0 complete, 1 text missing, 2 image missing
     text_len: int  # L_t: the first L_t tokens are text, then image [CLS] and patches
-    mode: str  # train | proxy | agnostic | oracle | keys
+    mode: str  # train | proxy | agnostic | task_aware | keys
     guide: Tensor  # (B, 2) long, from guide_index
     task: Tensor | None = None  # (B,) long task whose pools and head serve each sample
     uniform_task: int | None = None  # set when every sample uses the same task (train / proxy)

@@ -13,7 +13,13 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from delo.methods.delo.layer import DeLoLinear
+
+class WrappedLinear(nn.Module):
+    """Base of every module :func:`inject` puts in a linear's place; the frozen original is ``base_layer``.
+
+    ``inject`` refuses to wrap one twice and never looks inside one for candidates."""
+
+    base_layer: nn.Linear
 
 
 def _role(name: str) -> str:
@@ -29,9 +35,9 @@ def _candidates(root: nn.Module) -> dict[str, nn.Module]:
     """Linears (wrapped or not) by dotted name; the insides of wrapped linears are not candidates."""
     found: dict[str, nn.Module] = {}
     for name, module in root.named_modules():
-        if any(name.startswith(w + ".") for w in found if isinstance(found[w], DeLoLinear)):
+        if any(name.startswith(w + ".") for w in found if isinstance(found[w], WrappedLinear)):
             continue
-        if isinstance(module, (nn.Linear, DeLoLinear)):
+        if isinstance(module, (nn.Linear, WrappedLinear)):
             found[name] = module
     return found
 
@@ -60,7 +66,7 @@ def inject(root: nn.Module, targets: Sequence[str], wrap: Callable[[str, nn.Line
         raise ValueError(
             f"no linear layer matches targets {list(targets)}; candidate names: {', '.join(roles)}"
         )
-    wrapped = sorted(n for n, m in matched.items() if isinstance(m, DeLoLinear))
+    wrapped = sorted(n for n, m in matched.items() if isinstance(m, WrappedLinear))
     if wrapped:
         raise ValueError(f"already wrapped (double injection): {', '.join(wrapped)}")
     for name in sorted(matched):

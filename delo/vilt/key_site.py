@@ -7,7 +7,8 @@ masks (text first, then image [CLS] and patches in this forward's order), and th
 modality, or the shared u, by the memory's form). In an agnostic forward whose task is still unknown the same
 hook assigns each sample its task, before the first adapted linear of that layer runs. :meth:`KeySite.query_pass`
 is the adapter-free forward up to the site (context mode ``keys``: every wrapped linear acts as its frozen base),
-for ``tkm_layer > 0`` and the evaluator's prediction reuse.
+for ``tkm_layer > 0`` and the evaluator's prediction reuse. :meth:`KeySite.context` and :meth:`KeySite.assign_tasks`
+are the per-forward routing both methods share: a fresh context, and each sample's task by the forward's mode.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from delo.vilt.context import ContextSlot, RoutingContext, use_context
+from delo.vilt.context import ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
 from delo.vilt.task_keys import TaskKeyMemory
 
 
@@ -33,14 +34,59 @@ class KeySite:
     """
 
     def __init__(
-        self, vilt: nn.Module, slot: ContextSlot, tkm: TaskKeyMemory, layer: int, own_tokens: bool = False
+        self,
+        vilt: nn.Module,
+        slot: ContextSlot,
+        tkm: TaskKeyMemory,
+        layer: int,
+        own_tokens: bool = False,
+        variant: str = "delo",
     ) -> None:
         num_layers = len(vilt.encoder.layer)
         if layer >= num_layers:
             raise ValueError(f"model.tkm_layer={layer} but the backbone has {num_layers} layers")
         self.slot, self.tkm, self.layer, self.own_tokens = slot, tkm, layer, own_tokens
+        self.variant = variant  # DeLo's model.variant: no_guide routes each pool by its own modality
         vilt.embeddings.register_forward_hook(self._on_embeddings)
         vilt.encoder.layer[layer].layernorm_before.register_forward_hook(self._on_key_site)
+
+    def context(self, batch: dict, mode: str, stats: RoutingStats | None = None) -> RoutingContext:
+        """A fresh routing context of one forward in ``mode`` (the guided queries by the missing codes)."""
+        missing = batch["missing"].long()
+        return RoutingContext(
+            missing=missing,
+            text_len=batch["input_ids"].shape[1],
+            mode=mode,
+            guide=guide_index(missing, mode, self.variant),
+            stats=stats,
+        )
+
+    def assign_tasks(
+        self, ctx: RoutingContext, batch: dict, task: int | None, num_tasks: int, run: Callable[[], object]
+    ) -> None:
+        """Each sample's task, as far as it is known before the forward: ``train`` / ``proxy`` all on ``task``,
+        ``task_aware`` the true ones; ``agnostic`` leaves it to the key site during the forward, except with a
+        deeper key site (``layer > 0``), whose query the adapter-free pass ``run`` computes first. ``train``
+        gets its key query the same way."""
+        if ctx.mode in ("train", "proxy"):
+            ctx.set_task(torch.full_like(ctx.missing, task), task, num_tasks)
+        elif ctx.mode == "task_aware":
+            ctx.set_task(batch["task"].to(ctx.missing.device, torch.long), None, num_tasks)
+        if ctx.mode in ("train", "agnostic") and self.layer > 0:
+            # The task must be known before the first adapted linear, which sits below a deeper key site.
+            ctx.key_query = self.key_query(batch, run)
+            if ctx.mode == "agnostic":
+                ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, num_tasks)
+
+    def key_query(self, batch: dict, run: Callable[[], object]) -> Tensor:
+        """The TKM query of ``batch`` from the adapter-free pass ``run`` up to the key site."""
+        return self.query_pass(self.context(batch, "keys"), run)
+
+    @torch.no_grad()
+    def infer_task(self, batch: dict, run: Callable[[], object]) -> Tensor:
+        """(B,) the task the Task-Key Memory assigns each sample (the query an agnostic forward routes with)."""
+        query = self.key_query(batch, run)
+        return self.tkm.infer(query, batch["missing"].long().to(query.device))
 
     @torch.no_grad()
     def query_pass(self, ctx: RoutingContext, run: Callable[[], object]) -> Tensor:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from delo.config import DEFAULT_PROFILE, METHODS, load_config
+from delo.config import DEFAULT_PROFILE, load_config
+from delo.methods.registry import METHOD_NAMES
 
 # 2 tasks, 2 steps each on a tenth of the synthetic set, val rows only: seconds per method on one core.
 SHORT = [
@@ -19,7 +20,7 @@ SHORT = [
     "eval.batch_size=64",
     "train.threads=1",
 ]
-COMPARATORS = [m for m in METHODS if m != "delo"]
+COMPARATORS = [m for m in METHOD_NAMES if m != "delo"]
 
 
 def _cfg(method, *extra):

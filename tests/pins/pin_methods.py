@@ -33,9 +33,9 @@ def method_metrics(method: str, out_dir: Path) -> dict:
 
 
 def methods() -> list[str]:
-    from delo.config import METHODS
+    from delo.methods.registry import METHOD_NAMES
 
-    return list(METHODS)
+    return list(METHOD_NAMES)
 
 
 if __name__ == "__main__":

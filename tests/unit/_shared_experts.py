@@ -3,7 +3,7 @@
 import torch
 from tiny_vilt import tiny_vilt
 
-from delo.config import ModelConfig
+from delo.config import ModelConfig, RunConfig
 from delo.methods import build_method
 
 
@@ -24,7 +24,9 @@ def make_batch(n: int = 4, seed: int = 1, task: int = 0, offset: int = 0, classe
 
 def build(method: str, **sections) -> torch.nn.Module:
     """A fresh model of ``method`` on the tiny ViLT; ``sections`` e.g. ``rank1_pool={"k": 2}``."""
-    return build_method(tiny_vilt(), ModelConfig(method=method, **sections), multilabel=False)
+    return build_method(
+        tiny_vilt(), RunConfig(model=ModelConfig(method=method, **sections)), multilabel=False
+    )
 
 
 TASKS = [(3, 0), (2, 3)]  # (classes, offset) of two tasks
@@ -40,7 +42,7 @@ def train_task(model, k: int, steps: int = 3, seed: int = 0) -> None:
     model.train()
     for step in range(steps):
         batch = make_batch(seed=seed + 10 * k + step, task=k, offset=offset, classes=classes)
-        loss = model.training_loss(batch, k, None).total
+        loss = model.training_loss(batch, k).total
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -199,16 +199,6 @@ def test_readme_config_reference_is_current():
     assert reference_table() in readme
 
 
-def test_every_method_has_a_registered_class():
-    """model.method's allowed values and the registry that builds them name the same methods."""
-    from delo.config import METHODS
-    from delo.methods import REGISTRY, method_class
-
-    assert tuple(REGISTRY) == METHODS
-    for name in METHODS:
-        assert callable(method_class(name))
-
-
 @pytest.mark.parametrize("method", ["rank1_pool", "mora"])
 def test_variant_is_refused_with_another_method(method):
     """model.variant is DeLo's ablation switch: combined with a comparator it would be silently ignored."""

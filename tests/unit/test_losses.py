@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from tiny_vilt import tiny_vilt
 
-from delo.config import LossConfig, ModelConfig
+from delo.config import ModelConfig
+from delo.methods.delo.config import LossConfig
 from delo.methods.delo.loss import alignment_loss, compute_loss, consistency_loss
 from delo.methods.delo.model import DeLoModel
 

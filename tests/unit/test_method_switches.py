@@ -6,7 +6,8 @@ import pytest
 import torch
 from test_losses import _batch, _model
 
-from delo.config import LossConfig, load_config
+from delo.config import load_config
+from delo.methods.delo.config import LossConfig
 from delo.methods.delo.diagnostics import proxy_only_share, selection_entropy, unchanged_share
 from delo.methods.delo.experts import (
     FactorPool,
@@ -203,7 +204,9 @@ def test_inference_proxy_is_the_mean_of_the_two_inference_routings():
     subset = {k: v[complete] for k, v in batch.items()}
     terms = []
     for code in (1, 2):  # the routing a complete sample would get if text / the image were missing
-        routed = model(dict(subset, missing=torch.full_like(subset["missing"], code)), "oracle").scores[:, :3]
+        routed = model(dict(subset, missing=torch.full_like(subset["missing"], code)), "task_aware").scores[
+            :, :3
+        ]
         terms.append(consistency_loss(true[complete], routed, False))
     torch.testing.assert_close(out.con, (terms[0] + terms[1]) / 2, atol=1e-5, rtol=1e-4)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_vilt import tiny_vilt
 
-from delo.config import ModelConfig
+from delo.config import ModelConfig, RunConfig
 from delo.methods import build_method
 from delo.methods.mora.model import TEXT, VISION, MoRAModel
 from delo.vilt.context import use_context
@@ -39,7 +39,7 @@ def _batch(missing=(0, 1, 2, 0), tasks=None, seed=0, shift=0.0) -> dict:
 def _model(tasks=1, **mora) -> MoRAModel:
     tkm = {k: mora.pop(k) for k in ("tkm_layer", "tkm_keys") if k in mora}
     cfg = ModelConfig(method="mora", mora=mora, **tkm)
-    model = build_method(tiny_vilt(), cfg, multilabel=False)
+    model = build_method(tiny_vilt(), RunConfig(model=cfg), multilabel=False)
     for k, (classes, offset) in enumerate([(3, 0), (2, 3)][:tasks]):
         model.begin_task(k, classes, offset)
     return model
@@ -57,16 +57,16 @@ def _perturb(model: MoRAModel, k: int, seed: int = 1) -> None:
             spec.magnitude.mul_(1 + 0.2 * torch.randn(spec.magnitude.shape, generator=g))
 
 
-def _predict(model: MoRAModel, batch: dict, oracle: bool = False):
+def _predict(model: MoRAModel, batch: dict, task_aware: bool = False):
     torch.manual_seed(7)  # ViLT draws a random patch order: same seed, same order
-    return model.predict(batch, oracle=oracle)
+    return model.predict(batch, task_aware=task_aware)
 
 
 def _train(model: MoRAModel, k: int, batches, steps=3) -> None:
     opt = torch.optim.AdamW(model.task_parameters(k), lr=1e-2, weight_decay=0.1)
     model.train()
     for step in range(steps):
-        loss = model.training_loss(batches[step % len(batches)], k, None).total
+        loss = model.training_loss(batches[step % len(batches)], k).total
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -74,7 +74,7 @@ def _train(model: MoRAModel, k: int, batches, steps=3) -> None:
 
 
 def _train_context(model: MoRAModel, batch: dict, k: int):
-    ctx = model._new_context(batch, "train")
+    ctx = model._key_site.context(batch, "train")
     ctx.set_task(torch.full_like(ctx.missing, k), k, model.num_tasks)
     return use_context(model._slot, ctx)
 
@@ -89,7 +89,7 @@ def test_merged_per_path_weights_equal_the_adapter_forward(compose):
     seen = []
     hooks = [s.register_forward_hook(lambda m, a, y: seen.append((m, a[0], y))) for s in model.sites]
     batch = _batch(tasks=[0, 1, 1, 0])
-    model.predict({**batch, "pixel_values": batch["pixel_values"].double()}, oracle=True)
+    model.predict({**batch, "pixel_values": batch["pixel_values"].double()}, task_aware=True)
     for h in hooks:
         h.remove()
     assert len(seen) == 3 * LAYERS
@@ -136,7 +136,7 @@ def test_training_task_one_leaves_task_zero_bit_identical():
     _train(model, 0, [_batch(seed=1)])
     before = model.task_state(0)
     probe = _batch(tasks=[0, 0, 0, 0], seed=5)
-    scores0 = _predict(model, probe, oracle=True).scores
+    scores0 = _predict(model, probe, task_aware=True).scores
     model.begin_task(1, 2, 3)
     start = model.task_state(1)
     _train(model, 1, [_batch(tasks=[1] * 4, seed=2)])
@@ -146,7 +146,7 @@ def test_training_task_one_leaves_task_zero_bit_identical():
     assert all(not p.requires_grad for p in model.task_parameters(0))
     moved = model.task_state(1)
     assert any(not torch.equal(start[n], moved[n]) for n in start if n != "task_key")
-    assert torch.equal(_predict(model, probe, oracle=True).scores[:, :3], scores0)
+    assert torch.equal(_predict(model, probe, task_aware=True).scores[:, :3], scores0)
 
 
 @pytest.mark.parametrize("tkm_keys", ["per_modality", "shared"])
@@ -162,8 +162,8 @@ def test_replaying_task_states_predicts_identically(tkm_keys):
         fresh.begin_task(k, classes, offset)
         fresh.load_task_state(k, states[k])
     probe = _batch(tasks=[0, 1, 1, 0], seed=7)
-    for oracle in (False, True):
-        a, b = _predict(model, probe, oracle), _predict(fresh, probe, oracle)
+    for task_aware in (False, True):
+        a, b = _predict(model, probe, task_aware), _predict(fresh, probe, task_aware)
         assert torch.equal(a.task, b.task) and torch.equal(a.scores, b.scores)
 
 
@@ -185,7 +185,7 @@ def test_task_key_memory_finds_the_task(tkm_layer):
         # the scores are task k's head on task k's MoRA: the oracle's (up to rounding: with tkm_layer > 0 the key
         # pass draws a patch order first, so the main pass sees the patches in another order)
         torch.testing.assert_close(
-            agnostic.scores, _predict(model, probe, oracle=True).scores, atol=1e-5, rtol=0
+            agnostic.scores, _predict(model, probe, task_aware=True).scores, atol=1e-5, rtol=0
         )
 
 
@@ -194,10 +194,10 @@ def test_mixed_batch_uses_each_samples_own_task():
     _perturb(model, 0, seed=1)
     _perturb(model, 1, seed=2)
     batch = _batch(tasks=[1, 0, 1, 0])
-    mixed = _predict(model, batch, oracle=True).scores
+    mixed = _predict(model, batch, task_aware=True).scores
     for k in range(2):
         rows = batch["task"] == k
-        alone = _predict(model, {n: v[rows] for n, v in batch.items()}, oracle=True).scores
+        alone = _predict(model, {n: v[rows] for n, v in batch.items()}, task_aware=True).scores
         torch.testing.assert_close(mixed[rows], alone, atol=1e-5, rtol=0)
 
 
@@ -224,5 +224,7 @@ def test_refuses_what_it_cannot_adapt():
         _model(tasks=0, first_layer=LAYERS)
     with pytest.raises(ValueError, match="square"):
         build_method(
-            tiny_vilt(), ModelConfig(method="mora", targets=("intermediate.dense",)), multilabel=False
+            tiny_vilt(),
+            RunConfig(model=ModelConfig(method="mora", targets=("intermediate.dense",))),
+            multilabel=False,
         )

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tiny_vilt import tiny_vilt
 
-from delo.config import ModelConfig
+from delo.config import ModelConfig, RunConfig
 from delo.methods import build_method
 from delo.methods.prompts.hooks import PromptHooks, Prompts, paper_layers
 
@@ -37,7 +37,7 @@ def make_batch(missing, seed=0, classes=3, offset=0, task=0):
 
 def make(method, tasks=1, **section):
     cfg = ModelConfig(method=method, **({method: section} if section else {}))
-    model = build_method(tiny_vilt(), cfg, multilabel=False)
+    model = build_method(tiny_vilt(), RunConfig(model=cfg), multilabel=False)
     for k in range(tasks):
         torch.manual_seed(100 + k)
         model.begin_task(k, 3, 3 * k)
@@ -48,7 +48,7 @@ def train(model, k, steps=3, missing=(0, 1, 2, 0)):
     opt = torch.optim.AdamW(model.task_parameters(k), lr=1e-2)
     model.train()
     for s in range(steps):
-        loss = model.training_loss(make_batch(list(missing), seed=s, offset=3 * k, task=k), k, None)
+        loss = model.training_loss(make_batch(list(missing), seed=s, offset=3 * k, task=k), k)
         opt.zero_grad()
         loss.total.backward()
         opt.step()
@@ -57,7 +57,7 @@ def train(model, k, steps=3, missing=(0, 1, 2, 0)):
 
 def grads(model, batch, k=0):
     model.zero_grad(set_to_none=True)
-    model.training_loss(batch, k, None).total.backward()
+    model.training_loss(batch, k).total.backward()
 
 
 def backbone_params(model):
@@ -107,7 +107,7 @@ def test_prefix_equals_attending_to_the_tokens_it_stands_for():
     real = torch.cat([as_tokens[:, :1], as_tokens[:, 1 + 4 :]], dim=1)
     attn = vilt.encoder.layer[0].attention.attention
     normed = vilt.encoder.layer[0].layernorm_before(x)
-    prefix = (attn.key.linear(normed), attn.value.linear(normed))
+    prefix = (attn.key.base_layer(normed), attn.value.base_layer(normed))
     as_prefix = layer0_output(vilt, hooks, batch, Prompts(prefix={0: prefix}))
     assert as_prefix.shape == real.shape
     torch.testing.assert_close(as_prefix, real, atol=1e-5, rtol=1e-5)

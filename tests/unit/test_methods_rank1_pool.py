@@ -57,7 +57,7 @@ def test_ste_gate_trains_the_router_and_hard_does_not():
             for site in model.sites:
                 site.B.normal_()  # B = 0 at init would hide every router gradient
         model.train()
-        model.training_loss(make_batch(), 0, None).total.backward()
+        model.training_loss(make_batch(), 0).total.backward()
         grad = model.sites[0].router_weight.grad
         assert (grad is not None and bool(grad.abs().sum() > 0)) is router_moves
 
@@ -66,7 +66,7 @@ def test_ago_is_exactly_zero_on_task_0_and_has_no_graph():
     model = build("rank1_pool")
     model.begin_task(0, 3, 0)
     model.train()
-    out = model.training_loss(make_batch(), 0, None)
+    out = model.training_loss(make_batch(), 0)
     assert out.parts["ago"].item() == 0.0 and not out.parts["ago"].requires_grad
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from tiny_vilt import tiny_vilt
 
-from delo.config import LossConfig, ModelConfig
+from delo.config import ModelConfig
+from delo.methods.delo.config import LossConfig
 from delo.methods.delo.layer import SiteGroup
 from delo.methods.delo.loss import compute_loss
 from delo.methods.delo.model import DeLoModel
@@ -80,7 +81,7 @@ def test_step_zero_equals_the_backbone(overrides):
     torch.manual_seed(7)  # ViLT draws a random patch order: same seed, same order
     reference = vilt(**{k: batch[k] for k in INPUTS})
     model = _model(tasks=2, **overrides)
-    for mode in ("train", "proxy", "agnostic", "oracle"):
+    for mode in ("train", "proxy", "agnostic", "task_aware"):
         torch.manual_seed(7)
         out = model(batch, mode)
         if overrides.get("tkm_layer") and mode in ("train", "agnostic"):  # the key pass drew its own order
@@ -182,7 +183,7 @@ def test_shared_task_keys_follow_the_ema_formula():
     second = model(_batch(seed=2), "train")
     assert torch.equal(model.task_keys[0], 0.75 * key + 0.25 * second.key_query.mean(0))
     key = model.task_keys.clone()
-    for mode in ("proxy", "agnostic", "oracle"):
+    for mode in ("proxy", "agnostic", "task_aware"):
         model(_batch(seed=3), mode)
     assert torch.equal(model.task_keys, key)
 
@@ -202,7 +203,7 @@ def test_per_modality_task_keys_average_the_real_modality_only():
     model(_batch(missing=(2, 2, 2, 2), seed=2), "train")  # no real image: key^v stays
     assert torch.equal(model.task_keys[0, 0], key[0, 0]) and not torch.equal(model.task_keys[0, 1], key[0, 1])
     key = model.task_keys.clone()
-    for mode in ("proxy", "agnostic", "oracle"):
+    for mode in ("proxy", "agnostic", "task_aware"):
         model(_batch(seed=3), mode)
     assert torch.equal(model.task_keys, key)
 
@@ -221,7 +222,7 @@ def test_mixed_batch_routes_each_sample_to_its_own_task(variant):
         return out.scores[0]
 
     with torch.no_grad():
-        oracle = model(batch, "oracle")
+        oracle = model(batch, "task_aware")
         assert torch.equal(oracle.task, batch["task"])
         for i in range(4):
             torch.testing.assert_close(oracle.scores[i], alone(i), atol=1e-5, rtol=1e-5)
@@ -258,7 +259,7 @@ def test_deeper_key_site_uses_an_expert_free_pass(tkm_keys):
         for site in model.sites:
             for pool in site.pools:
                 pool.B.zero_()
-        model(batch, "oracle")
+        model(batch, "task_aware")
         torch.testing.assert_close(seen["x"][0][:, :TEXT_LEN], seen["x"][2][:, :TEXT_LEN], atol=1e-6, rtol=0)
         assert not torch.allclose(seen["x"][1][:, :TEXT_LEN], seen["x"][2][:, :TEXT_LEN], atol=1e-4)
 
@@ -337,11 +338,11 @@ def test_grouped_sites_match_site_by_site_routing():
     batch = _batch(tasks=(0, 1, 1, 0))
     with torch.no_grad():
         torch.manual_seed(4)
-        grouped = model(batch, "oracle").scores
+        grouped = model(batch, "task_aware").scores
         for site in model.sites:
             site.group = SiteGroup([site])
         torch.manual_seed(4)
-        single = model(batch, "oracle").scores
+        single = model(batch, "task_aware").scores
     torch.testing.assert_close(grouped, single, atol=1e-6, rtol=1e-6)
 
 
@@ -357,13 +358,13 @@ def test_evaluation_reruns_only_wrongly_keyed_samples_and_matches_full_oracle():
         u = model(_subset(batch, [0, 1]), "agnostic").key_query
         model.task_keys.copy_(u.flip(0))
         agnostic = model.predict({k: v for k, v in batch.items() if k != "task"})
-        full_oracle = model.predict(batch, oracle=True)
+        full_oracle = model.predict(batch, task_aware=True)
     calls = []
     predict = model.predict
 
-    def counting(b, oracle=False):
-        calls.append((oracle, b["input_ids"].shape[0]))
-        return predict(b, oracle=oracle)
+    def counting(b, task_aware=False):
+        calls.append((task_aware, b["input_ids"].shape[0]))
+        return predict(b, task_aware=task_aware)
 
     model.predict = counting
     out, _ = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=torch.device("cpu"))
@@ -396,9 +397,9 @@ def test_reused_evaluation_forwards_only_rerouted_samples_and_equals_a_full_one(
     calls = []
     predict = model.predict
 
-    def counting(b, oracle=False):
-        calls.append((oracle, b["task"].tolist()))
-        return predict(b, oracle=oracle)
+    def counting(b, task_aware=False):
+        calls.append((task_aware, b["task"].tolist()))
+        return predict(b, task_aware=task_aware)
 
     model.predict = counting
     out, again = evaluate_task(model, [batch], [0, 1, 2, 3, 4], multilabel=False, device=cpu, reuse=reuse)

@@ -63,18 +63,26 @@ class Dynamics:
         self.previous: dict[str, tuple[Tensor, Tensor]] | None = None
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self._measuring = False
 
     def measures(self, step: int) -> bool:
         """Whether 0-based ``step`` of the task records rows and gradient norms (not step 0: B = 0 there, so
         routers and maps have no gradient yet)."""
         return step % self.every == self.every - 1
 
+    def loss(self, batch: dict, task: int, step: int):
+        """DeLo's loss of 0-based ``step``, with the pool entries each pass gathered when the step measures."""
+        self._measuring = self.measures(step)
+        return self.model.training_loss(batch, task, record_rows=self._measuring)
+
     def _add(self, key: str, value: float) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + value
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def after_backward(self, loss_out) -> None:
-        """Gradient norms (before the optimiser step) and the proxy-only entry share of this step."""
+        """Gradient norms (before the optimiser step) and the proxy-only entry share of a measuring step."""
+        if not self._measuring:
+            return
         for role, params in self.roles.items():
             grads = [p.grad.detach().float() for p in params if p.grad is not None]
             if params:
@@ -89,14 +97,14 @@ class Dynamics:
 
     @torch.no_grad()
     def probe(self) -> dict[str, float]:
-        """Routing entropy and churn on the probe batch (routes as training does, oracle mode on task k)."""
+        """Routing entropy and churn on the probe batch (routes as training does, task-aware on task k)."""
         if self.probe_batch is None or self.model.cfg.variant == "delo_lora":
             return {}
         batch = dict(self.probe_batch, task=torch.full_like(self.probe_batch["missing"], self.task))
         devices = [batch["missing"].device] if batch["missing"].is_cuda else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)
-            out = self.model(batch, "oracle", record_selections=True)
+            out = self.model(batch, "task_aware", record_selections=True)
         now = out.selections
         E = self.model.cfg.E
         scalars: dict[str, float] = {}

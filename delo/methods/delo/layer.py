@@ -24,6 +24,7 @@ from delo.methods.delo.experts import (
     stack_pools,
 )
 from delo.vilt.context import ContextSlot, QuerySite, RoutingContext
+from delo.vilt.inject import WrappedLinear
 
 
 class SiteGroup:
@@ -79,7 +80,7 @@ def group_by_input(sites: list[DeLoLinear]) -> None:
             site.group = group
 
 
-class DeLoLinear(nn.Module):
+class DeLoLinear(WrappedLinear):
     """y = W x + b + Delta_v(x) + Delta_t(x), with one pool set per learned task in ``pools``."""
 
     def __init__(self, base_layer: nn.Linear, site: str, slot: ContextSlot, cfg: ModelConfig) -> None:

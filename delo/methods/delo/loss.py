@@ -7,13 +7,17 @@ term, so the order of effects is visible here and nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from delo.config import LossConfig
-from delo.methods.delo.model import DeLoModel
+from delo.methods.delo.config import LossConfig
+from delo.methods.heads import classification_loss
+
+if TYPE_CHECKING:
+    from delo.methods.delo.model import DeLoModel
 
 
 @dataclass
@@ -30,19 +34,6 @@ class LossOutput:
     def parts(self) -> dict[str, Tensor]:
         """The unweighted terms, as every method's loss names its parts (train_loss_<name>)."""
         return {"cls": self.cls, "align": self.align, "con": self.con}
-
-
-def classification_loss(logits: Tensor, labels: Tensor, span: slice, multilabel: bool) -> Tensor:
-    """CE over head k with task-local labels, or mean BCE over task k's label columns.
-
-    logits: (B, C_k) of head k; labels: (B,) global ids, or (B, C_total) multi-hot.
-    """
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, labels[:, span].to(logits.dtype))
-    local = labels.long() - span.start
-    if not bool(((local >= 0) & (local < logits.shape[1])).all()):
-        raise ValueError(f"labels outside task's global ids [{span.start}, {span.stop}) in a training batch")
-    return F.cross_entropy(logits, local)
 
 
 ALIGN_SITES = {"all": slice(None), "first": slice(0, 1), "last": slice(-1, None)}

@@ -7,7 +7,7 @@ Forward modes:
 - ``proxy``: task k, swapped routing (text pools by q_v, vision pools by q_t) unless ``guide`` names another
   routing per sample; no key update (L_con's pass).
 - ``agnostic``: each sample's task k* comes from the Task-Key Memory; ``batch["task"]`` is never read.
-- ``oracle``: each sample's true task from ``batch["task"]``.
+- ``task_aware``: each sample's true task from ``batch["task"]``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 from transformers import ViltModel
 
-from delo.config import ModelConfig
-from delo.methods.base import ContinualMethod, Prediction, load_state_tensors
+from delo.config import ModelConfig, RunConfig
+from delo.methods.base import ContinualMethod, ParameterGroups, Prediction
+from delo.methods.delo.config import LossConfig
+from delo.methods.delo.diagnostics import Dynamics
 from delo.methods.delo.layer import DeLoLinear, group_by_input
-from delo.vilt.context import MODES, ContextSlot, RoutingContext, RoutingStats, guide_index, use_context
+from delo.methods.delo.loss import LossOutput, compute_loss
+from delo.vilt.context import MODES, ContextSlot, RoutingContext, RoutingStats, use_context
 from delo.vilt.inject import inject
 from delo.vilt.key_site import KeySite
 from delo.vilt.task_keys import TaskKeyMemory
@@ -51,26 +53,34 @@ class DeLoModel(ContinualMethod):
     frozen_after_task = True
     """Task k's pools, key and head never change after task k+1 begins, so a sample routed to task k gets the
     same prediction in every later evaluation (the evaluator's reuse relies on this)."""
+    head_first = False  # task k's pools are drawn before its head
 
-    def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
+    @classmethod
+    def from_config(cls, vilt: ViltModel, cfg: RunConfig, multilabel: bool) -> DeLoModel:
+        return cls(vilt, cfg.model, multilabel, loss=cfg.loss)
+
+    def __init__(
+        self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool, loss: LossConfig | None = None
+    ) -> None:
         if _checkpointing_on(vilt):
             raise ValueError(
                 "gradient checkpointing re-runs ViLT layers after the routing context closed; disable it"
             )
         super().__init__(vilt, multilabel)  # freezes vilt before the pools are injected
         self.cfg = cfg
+        self.loss_cfg = loss if loss is not None else LossConfig()
         self._slot = ContextSlot()
         self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
         # checks model.tkm_layer before anything is injected
-        self._key_site = KeySite(vilt, self._slot, self.tkm, cfg.tkm_layer, cfg.delta_scope == "own_tokens")
+        self._key_site = KeySite(
+            vilt, self._slot, self.tkm, cfg.tkm_layer, cfg.delta_scope == "own_tokens", cfg.variant
+        )
         self.site_names = inject(
             vilt, cfg.targets, lambda name, linear: DeLoLinear(linear, name, self._slot, cfg)
         )
         self._sites: list[DeLoLinear] = [vilt.get_submodule(n) for n in self.site_names]
         if cfg.variant != "delo_lora":
             group_by_input(self._sites)
-        self.heads = nn.ModuleList()
-        self.register_buffer("_column_task", torch.zeros(0, dtype=torch.long), persistent=False)
         self._stats: RoutingStats | None = None
 
     # ------------------------------------------------------------------------------------------------------
@@ -87,70 +97,44 @@ class DeLoModel(ContinualMethod):
         key k also travels inside ``task_state(k)`` as ``task_key``."""
         return self.tkm.keys
 
-    def begin_task(self, k: int, num_classes: int, offset: int) -> None:
-        """Create task k's pools, key and head; freeze every earlier task. Tasks begin in order 0, 1, ..."""
-        self._register_task(k, num_classes, offset)  # checks the order and offset, records the classes
-        for j in range(k):
-            for p in self.task_parameters(j):
-                p.requires_grad_(False)
+    def add_task(self, k: int) -> None:
+        """Task k's pools at every site and its Task-Key Memory key."""
         for site in self._sites:
             site.add_task()
-        weight = self.vilt.pooler.dense.weight
-        self.heads.append(nn.Linear(self.hidden, num_classes).to(device=weight.device, dtype=weight.dtype))
         self.tkm.add_task()
-        column = torch.full((num_classes,), k, dtype=torch.long, device=weight.device)
-        self._column_task = torch.cat([self._column_task, column])
 
-    def _task_modules(self, k: int) -> list[nn.Module]:
-        if not 0 <= k < self.num_tasks:
-            raise IndexError(f"task {k} has not begun ({self.num_tasks} tasks so far)")
-        return [site.pools[k] for site in self._sites] + [self.heads[k]]
-
-    def task_parameters(self, k: int) -> list[nn.Parameter]:
-        """Task k's pools (every site) and head: exactly what the optimiser of task k gets."""
-        return [p for module in self._task_modules(k) for p in module.parameters()]
-
-    def task_parameter_groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        """``task_parameters(k)`` split by role: ``factors`` (A, B, LoRA A/B and the head) and ``routers``
-        (W_A, W_B, their biases, M), so that routers can get their own learning rate."""
-        routers = [p for site in self._sites for p in getattr(site.pools[k], "router_parameters", list)()]
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        """Task k's pools by role: ``main`` the factors (A, B, LoRA A/B), ``routing`` the routers (W_A, W_B,
+        their biases) and the map M, so that routers can get their own learning rate."""
+        self.check_task(k)
+        pools = [site.pools[k] for site in self._sites]
+        routers = [p for pool in pools for p in getattr(pool, "router_parameters", list)()]
         chosen = {id(p) for p in routers}
-        return {"factors": [p for p in self.task_parameters(k) if id(p) not in chosen], "routers": routers}
+        factors = [p for pool in pools for p in pool.parameters() if id(p) not in chosen]
+        return ParameterGroups(main=factors, routing=routers)
 
-    def _task_tensors(self, k: int) -> dict[str, Tensor]:
+    def state_tensors(self, k: int) -> dict[str, Tensor]:
+        """Task k's pools ("sites.<linear>.<A|B|W_A|W_B|M>") and its Task-Key Memory key ("task_key")."""
         tensors = {
             f"sites.{site.site}.{name}": p
             for site in self._sites
             for name, p in site.pools[k].named_parameters()
         }
-        tensors.update({f"head.{name}": p for name, p in self.heads[k].named_parameters()})
         tensors["task_key"] = self.tkm.keys[k]
         return tensors
 
-    def task_state(self, k: int) -> dict[str, Tensor]:
-        """Copies of task k's tensors (pools, head, and its Task-Key Memory key as ``task_key``)."""
-        self._task_modules(k)
-        return {name: t.detach().clone() for name, t in self._task_tensors(k).items()}
-
-    @torch.no_grad()
-    def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
-        """Load ``task_state(k)`` output into a model where task k has begun; names and shapes must match."""
-        self._task_modules(k)
-        live = self._task_tensors(k)
-        load_state_tensors(k, live, state)
-
-    def head_parameters(self, k: int) -> int:
-        return sum(p.numel() for p in self.heads[k].parameters())
-
-    def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False):
-        """``delo.methods.delo.loss.compute_loss`` (L_cls + lambda1 L_align + lambda2 L_con); a ``LossOutput``, whose
-        ``parts`` are cls / align / con."""
-        from delo.methods.delo.loss import compute_loss  # delo.methods.delo.loss imports this module
-
-        return compute_loss(self, batch, task, loss_cfg, record_rows=record_rows)
+    def training_loss(self, batch: dict, task: int, *, record_rows: bool = False) -> LossOutput:
+        """L_cls + lambda1 L_align + lambda2 L_con (:func:`delo.methods.delo.loss.compute_loss`); ``parts`` are
+        cls / align / con. ``record_rows`` (the training dynamics) also returns the pool entries each pass
+        gathered."""
+        return compute_loss(self, batch, task, self.loss_cfg, record_rows=record_rows)
 
     # ------------------------------------------------------------------------------------------------------
     # Routing statistics
+
+    def training_dynamics(self, task: int, probe: dict, every: int) -> Dynamics:
+        """Task ``task``'s routing entropy / churn on ``probe`` and gradient norms every ``every`` steps."""
+        return Dynamics(self, task, probe, every)
 
     def enable_routing_stats(self, enabled: bool = True) -> None:
         """Accumulate selection counts and cos(q_v, q_t) over forwards (not proxy passes) while enabled."""
@@ -186,7 +170,7 @@ class DeLoModel(ContinualMethod):
             raise RuntimeError("no task has begun: call begin_task(0, ...) first")
         if _checkpointing_on(self.vilt):
             raise RuntimeError("gradient checkpointing was turned on after construction; DeLo needs it off")
-        ctx = self._new_context(batch, mode)
+        ctx = self._key_site.context(batch, mode, self._stats)
         if (guide is not None or keep_rows is not None) and mode != "proxy":
             raise ValueError("guide and keep_rows apply to the proxy pass only")
         if guide is not None:
@@ -198,17 +182,10 @@ class DeLoModel(ContinualMethod):
         ctx.selections = {} if record_selections else None
         if mode in ("train", "proxy"):
             task = self.num_tasks - 1 if task is None else task
-            self._task_modules(task)
-            ctx.set_task(torch.full_like(ctx.missing, task), task, self.num_tasks)
-        elif mode == "oracle":
-            ctx.set_task(batch["task"].to(ctx.missing.device, torch.long), None, self.num_tasks)
-        if mode in ("train", "agnostic") and self.cfg.tkm_layer > 0:
-            # The task must be known before the first expert, which sits below a deeper TKM site.
-            ctx.key_query = self._key_query_pass(batch)
-            if mode == "agnostic":
-                ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, self.num_tasks)
+            self.check_task(task)
+        self._key_site.assign_tasks(ctx, batch, task, self.num_tasks, lambda: self.run_vilt(batch))
         with use_context(self._slot, ctx):
-            out = self._run_vilt(batch)
+            out = self.run_vilt(batch)
         if mode == "train":
             self.tkm.update(task, ctx.key_query, ctx.missing, self.cfg.beta)
         return ModelOutput(
@@ -223,47 +200,20 @@ class DeLoModel(ContinualMethod):
         )
 
     @torch.no_grad()
-    def predict(self, batch: dict, oracle: bool = False) -> Prediction:
-        out = self(batch, "oracle" if oracle else "agnostic")
+    def predict(self, batch: dict, task_aware: bool = False) -> Prediction:
+        out = self(batch, "task_aware" if task_aware else "agnostic")
         return Prediction(task=out.task, scores=out.scores)
-
-    def _new_context(self, batch: dict, mode: str) -> RoutingContext:
-        missing = batch["missing"].long()
-        return RoutingContext(
-            missing=missing,
-            text_len=batch["input_ids"].shape[1],
-            mode=mode,
-            guide=guide_index(missing, mode, self.cfg.variant),
-            stats=self._stats,
-        )
-
-    def _run_vilt(self, batch: dict):
-        return self.vilt(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            token_type_ids=batch.get("token_type_ids"),
-            pixel_values=batch["pixel_values"],
-            pixel_mask=batch["pixel_mask"],
-        )
 
     @torch.no_grad()
     def infer_task(self, batch: dict) -> Tensor:
         """(B,) the task the Task-Key Memory assigns each sample, from the expert-free pass up to the key site
         (the same query and scores an agnostic forward routes with)."""
-        query = self._key_query_pass(batch)
-        return self.tkm.infer(query, batch["missing"].long().to(query.device))
-
-    def _key_query_pass(self, batch: dict) -> Tensor:
-        """Expert-free forward up to the TKM site; returns the TKM query."""
-        return self._key_site.query_pass(self._new_context(batch, "keys"), lambda: self._run_vilt(batch))
+        return self._key_site.infer_task(batch, lambda: self.run_vilt(batch))
 
     def _scores(self, pooled: Tensor, ctx: RoutingContext) -> Tensor:
-        total = sum(self.num_classes)
+        """(B, C_total): each sample's task head in its columns, -inf elsewhere; a single-task pass runs that
+        head only."""
         if ctx.uniform_task is not None:
             k = ctx.uniform_task
-            logits = self.heads[k](pooled)  # (B, C_k); other heads never enter
-            return F.pad(
-                logits, (self.offsets[k], total - self.offsets[k] - self.num_classes[k]), value=-torch.inf
-            )
-        logits = torch.cat([head(pooled) for head in self.heads], dim=1)  # (B, C_total), contiguous per task
-        return logits.masked_fill(self._column_task[None, :] != ctx.task[:, None], -torch.inf)
+            return self.heads.scores_of(pooled, k, self.offsets[k])
+        return self.heads.masked(self.heads.logits(pooled), ctx.task)

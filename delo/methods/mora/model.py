@@ -29,11 +29,12 @@ import torch
 from torch import Tensor, nn
 from transformers import ViltModel
 
-from delo.config import ModelConfig, MoRAConfig
-from delo.methods.base import ContinualMethod, MethodLoss, Prediction, TaskHeads, load_state_tensors
-from delo.methods.delo.loss import classification_loss
-from delo.vilt.context import ContextSlot, RoutingContext, guide_index, use_context
-from delo.vilt.inject import inject
+from delo.config import ModelConfig
+from delo.methods.base import ContinualMethod, MethodLoss, ParameterGroups, Prediction
+from delo.methods.heads import classification_loss
+from delo.methods.mora.config import MoRAConfig
+from delo.vilt.context import ContextSlot, RoutingContext, use_context
+from delo.vilt.inject import WrappedLinear, inject
 from delo.vilt.key_site import KeySite
 from delo.vilt.task_keys import TaskKeyMemory
 
@@ -96,7 +97,7 @@ class MoRASpecific(nn.Module):
             raise ValueError(f"unknown model.mora.compose {compose!r}; expected 'dora' or 'lora'")
 
 
-class MoRALinear(nn.Module):
+class MoRALinear(WrappedLinear):
     """A frozen ``base_layer`` whose text tokens see W + dW^t_k and image tokens W + dW^v_k, k each sample's task.
 
     The forward is the factored one (the input through the low-rank factors, never a d x d update); the closed
@@ -193,12 +194,13 @@ class MoRAModel(ContinualMethod):
     heads, and DeLo's Task-Key Memory for task-agnostic inference.
 
     Context modes: ``train`` (every sample on task k; the key query updates key k), ``agnostic`` (each sample's
-    task from the Task-Key Memory), ``oracle`` (each sample's true task), ``keys`` (adapter-free pass to the key
+    task from the Task-Key Memory), ``task_aware`` (each sample's true task), ``keys`` (adapter-free pass to the key
     site).
     """
 
     frozen_after_task = True
     """Task k's factors, magnitudes, head and key never change once task k+1 begins."""
+    head_first = False  # task k's factors are drawn before its head
 
     def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
         super().__init__(vilt, multilabel)
@@ -226,7 +228,6 @@ class MoRAModel(ContinualMethod):
         adapted = {str(encoder_layer(n)) for n in self.site_names}
         for layer in set(self.common) - adapted:  # no target in that layer: no common factors either
             del self.common[layer]
-        self.heads = TaskHeads(self.hidden)
 
     @property
     def sites(self) -> list[MoRALinear]:
@@ -236,25 +237,17 @@ class MoRAModel(ContinualMethod):
     # ------------------------------------------------------------------------------------------------------
     # Tasks, parameters, checkpoints
 
-    def begin_task(self, k: int, num_classes: int, offset: int) -> None:
-        """Create task k's MoRA (common factors per layer, specific factors and magnitudes per linear), head and
-        key; freeze every earlier task."""
-        self._register_task(k, num_classes, offset)
-        for j in range(k):
-            for p in self.task_parameters(j):
-                p.requires_grad_(False)
+    def add_task(self, k: int) -> None:
+        """Task k's MoRA (common factors per layer, specific factors and magnitudes per linear) and key."""
         weight = self.vilt.pooler.dense.weight
         for commons in self.common.values():
             commons.append(MoRACommon(self.hidden, self.cfg.mora.common_rank).to(weight.device, weight.dtype))
         for site in self._sites:
             site.add_task()
-        self.heads.add(num_classes, like=weight)
         self.tkm.add_task()
 
-    def _task_tensors(self, k: int) -> dict[str, Tensor]:
-        """Task k's parameters by name (common per layer, specific per site, head) and its task key."""
-        if not 0 <= k < self.num_tasks:
-            raise IndexError(f"task {k} has not begun ({self.num_tasks} tasks so far)")
+    def state_tensors(self, k: int) -> dict[str, Tensor]:
+        """Task k's parameters by name (common per layer, specific per site) and its task key."""
         tensors = {
             f"common.{layer}.{name}": p
             for layer, commons in self.common.items()
@@ -263,33 +256,20 @@ class MoRAModel(ContinualMethod):
         tensors.update(
             {f"sites.{s.site}.{name}": p for s in self._sites for name, p in s.tasks[k].named_parameters()}
         )
-        tensors.update({f"head.{name}": p for name, p in self.heads.heads[k].named_parameters()})
         tensors["task_key"] = self.tkm.keys[k]
         return tensors
 
-    def task_parameter_groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        """Everything of task k is a ``factors`` parameter (MoRA has no routers)."""
-        return {"factors": [t for n, t in self._task_tensors(k).items() if n != "task_key"], "routers": []}
-
-    def head_parameters(self, k: int) -> int:
-        return sum(p.numel() for p in self.heads.heads[k].parameters())
-
-    def task_state(self, k: int) -> dict[str, Tensor]:
-        """Copies of task k's tensors (common and specific factors, magnitudes, head, ``task_key``)."""
-        return {name: t.detach().clone() for name, t in self._task_tensors(k).items()}
-
-    @torch.no_grad()
-    def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
-        """Load ``task_state(k)`` into a model where task k has begun; names and shapes must match."""
-        live = self._task_tensors(k)
-        load_state_tensors(k, live, state)
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        """Everything of task k trains at ``train.lr`` (MoRA has no routers)."""
+        self.check_task(k)
+        return ParameterGroups(main=[t for n, t in self.state_tensors(k).items() if n != "task_key"])
 
     # ------------------------------------------------------------------------------------------------------
     # Forward
 
-    def training_loss(self, batch: dict, task: int, loss_cfg, record_rows: bool = False) -> MethodLoss:
-        """CE / BCE of head ``task`` on task ``task``'s MoRA (the paper's only loss; ``loss.*`` is DeLo's); the
-        pass's key query moves key ``task`` (EMA, ``model.beta``)."""
+    def training_loss(self, batch: dict, task: int) -> MethodLoss:
+        """CE / BCE of head ``task`` on task ``task``'s MoRA (the paper's only loss); the pass's key query moves
+        key ``task`` (EMA, ``model.beta``)."""
         pooled, ctx = self.forward(batch, "train", task)
         self.tkm.update(task, ctx.key_query, ctx.missing, self.cfg.beta)
         logits = self.heads.task_logits(pooled, task, seen=False)  # (B, C_k)
@@ -297,53 +277,30 @@ class MoRAModel(ContinualMethod):
         return MethodLoss(total=cls, parts={"cls": cls})
 
     @torch.no_grad()
-    def predict(self, batch: dict, oracle: bool = False) -> Prediction:
-        pooled, ctx = self.forward(batch, "oracle" if oracle else "agnostic")
+    def predict(self, batch: dict, task_aware: bool = False) -> Prediction:
+        pooled, ctx = self.forward(batch, "task_aware" if task_aware else "agnostic")
         return self.heads.predict(pooled, ctx.task)
 
     @torch.no_grad()
     def infer_task(self, batch: dict) -> Tensor:
         """(B,) the task the Task-Key Memory assigns each sample, from the adapter-free pass to the key site (the
         same query an agnostic forward routes with)."""
-        query = self._key_query_pass(batch)
-        return self.tkm.infer(query, batch["missing"].long().to(query.device))
+        return self._key_site.infer_task(batch, lambda: self.run_vilt(batch))
 
     def forward(self, batch: dict, mode: str, task: int | None = None) -> tuple[Tensor, RoutingContext]:
         """(pooled (B, d), the pass's context: its ``task`` (B,) and ``key_query``). ``train`` uses ``task``
-        (default: the latest); ``agnostic`` never reads ``batch["task"]``; ``oracle`` does."""
+        (default: the latest); ``agnostic`` never reads ``batch["task"]``; ``task_aware`` does."""
         if self.num_tasks == 0:
             raise RuntimeError("no task has begun: call begin_task(0, ...) first")
-        ctx = self._new_context(batch, mode)
+        if mode not in ("train", "agnostic", "task_aware"):
+            raise ValueError(f"unknown mode {mode!r}; expected train, agnostic or task_aware")
         if mode == "train":
             task = self.num_tasks - 1 if task is None else task
-            ctx.set_task(torch.full_like(ctx.missing, task), task, self.num_tasks)
-        elif mode == "oracle":
-            ctx.set_task(batch["task"].to(ctx.missing.device, torch.long), None, self.num_tasks)
-        elif mode != "agnostic":
-            raise ValueError(f"unknown mode {mode!r}; expected train, agnostic or oracle")
-        if mode in ("train", "agnostic") and self.cfg.tkm_layer > 0:
-            # The task must be known before the first adapted linear, which sits below a deeper key site.
-            ctx.key_query = self._key_query_pass(batch)
-            if mode == "agnostic":
-                ctx.set_task(self.tkm.infer(ctx.key_query, ctx.missing), None, self.num_tasks)
+        # the guided query only feeds the shared key form (u = mean of the guided queries), as in DeLo
+        ctx = self._key_site.context(batch, mode)
+        self._key_site.assign_tasks(ctx, batch, task, self.num_tasks, lambda: self.run_vilt(batch))
         with use_context(
             self._slot, ctx
         ):  # at tkm_layer 0 the key site sets key_query (and an agnostic task)
             pooled = self.run_vilt(batch).pooler_output
         return pooled, ctx
-
-    def _new_context(self, batch: dict, mode: str) -> RoutingContext:
-        missing = batch["missing"].long()
-        # The guided query only feeds the shared key form (u = mean of the guided queries), as in DeLo.
-        return RoutingContext(
-            missing=missing,
-            text_len=batch["input_ids"].shape[1],
-            mode=mode,
-            guide=guide_index(missing, mode, "delo"),
-        )
-
-    def _key_query_pass(self, batch: dict) -> Tensor:
-        return self._key_site.query_pass(self._new_context(batch, "keys"), lambda: self.run_vilt(batch))
-
-
-__all__ = ["MoRACommon", "MoRALinear", "MoRAModel", "MoRASpecific", "encoder_layer"]

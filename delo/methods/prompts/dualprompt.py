@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from delo.config import ModelConfig
+from delo.methods.base import ParameterGroups
 from delo.methods.prompts.base import AuxLosses, PromptMethod
 from delo.methods.prompts.hooks import Prompts, paper_layers
 
@@ -33,7 +34,7 @@ class DualPrompt(PromptMethod):
         self.e_prompts = nn.ParameterList()  # per task: (e_layers, 2, L_e, d)
         self.e_keys = nn.ParameterList()  # per task: (d,)
 
-    def _begin(self, k: int) -> None:
+    def add_task(self, k: int) -> None:
         m, like = self.mcfg, self._like()
         for j in range(k):
             self.e_prompts[j].requires_grad_(False)
@@ -48,8 +49,8 @@ class DualPrompt(PromptMethod):
         self.e_prompts.append(e_prompt)
         self.e_keys.append(key)
 
-    def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        return {"factors": [self.g_prompt, self.e_prompts[k]], "routers": [self.e_keys[k]]}
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        return ParameterGroups(main=[self.g_prompt, self.e_prompts[k]], routing=[self.e_keys[k]])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"g_prompt": self.g_prompt}

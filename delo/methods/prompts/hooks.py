@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from delo.vilt.inject import inject
+from delo.vilt.inject import WrappedLinear, inject
 
 Carry = Literal["accumulate", "replace"]
 
@@ -96,17 +96,17 @@ def _all(hidden: Tensor, n: int) -> Tensor:
     return torch.ones(hidden.shape[0], n, dtype=torch.bool, device=hidden.device)
 
 
-class PrefixLinear(nn.Module):
+class PrefixLinear(WrappedLinear):
     """A frozen key or value linear whose first rows are replaced by the pending prefix (prefix tuning)."""
 
     def __init__(self, linear: nn.Linear, hooks: PromptHooks, role: int) -> None:
         super().__init__()
-        self.linear = linear
+        self.base_layer = linear
         self._hooks = [hooks]  # a list, so the hooks object is not registered as a child module
         self.role = role  # 0: keys, 1: values
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.linear(x)  # (B, P' + L, d)
+        out = self.base_layer(x)  # (B, P' + L, d)
         state = self._hooks[0].state
         if state is None or state.pending is None:
             return out

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from delo.config import ModelConfig
+from delo.methods.base import ParameterGroups
 from delo.methods.prompts.base import AuxLosses, PromptMethod
 from delo.methods.prompts.hooks import Prompts
 
@@ -33,7 +34,7 @@ class L2P(PromptMethod):
         self.pool: nn.Parameter | None = None  # (M, L_p, d)
         self.keys: nn.Parameter | None = None  # (M, d)
 
-    def _begin(self, k: int) -> None:
+    def add_task(self, k: int) -> None:
         if k == 0:
             m = self.mcfg
             self.pool = self.parameter(m.pool_size, m.length, self.hidden, like=self._like())
@@ -41,8 +42,8 @@ class L2P(PromptMethod):
             nn.init.uniform_(self.pool, -1.0, 1.0)  # L2P's code: uniform prompt and key init
             nn.init.uniform_(self.keys, -1.0, 1.0)
 
-    def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        return {"factors": [self.pool], "routers": [self.keys]}
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        return ParameterGroups(main=[self.pool], routing=[self.keys])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"pool": self.pool, "keys": self.keys}

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from delo.config import ModelConfig
+from delo.methods.base import ParameterGroups
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
 from delo.methods.prompts.hooks import Prompts, paper_layers
 
@@ -39,7 +40,7 @@ class MAP(PromptMethod):
         self.hooks.check(self.layers, "model.map.layers")
         self.prompts: nn.Parameter | None = None  # (3, layers, length, d), created at task 0
 
-    def _begin(self, k: int) -> None:
+    def add_task(self, k: int) -> None:
         if k == 0:
             m = self.mcfg
             self.prompts = self.parameter(
@@ -48,8 +49,8 @@ class MAP(PromptMethod):
             with torch.no_grad():
                 map_init(self.prompts, m.position == "attention")
 
-    def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        return {"factors": [self.prompts]}
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        return ParameterGroups(main=[self.prompts])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"prompts": self.prompts}

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from delo.config import ModelConfig
+from delo.methods.base import ParameterGroups
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
 from delo.methods.prompts.hooks import Prompts, paper_layers
 from delo.vilt.task_keys import present_modalities
@@ -37,14 +38,14 @@ class MSP(PromptMethod):
         self.hooks.check(self.layers, "model.msp.layers")
         self.prompts: nn.Parameter | None = None  # (2 [image, text], layers, length, d), created at task 0
 
-    def _begin(self, k: int) -> None:
+    def add_task(self, k: int) -> None:
         if k == 0:
             m = self.mcfg
             self.prompts = self.parameter(2, len(self.layers), m.length, self.hidden, like=self._like())
             nn.init.normal_(self.prompts, std=PROMPT_STD)
 
-    def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        return {"factors": [self.prompts]}
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        return ParameterGroups(main=[self.prompts])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"prompts": self.prompts}

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.data.records import IMAGE_MISSING, TEXT_MISSING
+from delo.methods.base import ParameterGroups
 from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
 from delo.methods.prompts.hooks import Prompts, paper_layers
 
@@ -165,12 +166,14 @@ class RebQ(PromptMethod):
     def _pools(self) -> dict[str, DecomposedPool]:
         return {"memory": self.memory, "image": self.image, "text": self.text}
 
-    def _begin(self, k: int) -> None:
+    def add_task(self, k: int) -> None:
         for pool in self._pools().values():
             pool.add_task(self.mcfg.components_per_task, self._like())
 
-    def _groups(self, k: int) -> dict[str, list[nn.Parameter]]:
-        return {"factors": [p for pool in self._pools().values() for p in pool.task_tensors(k).values()]}
+    def adapter_groups(self, k: int) -> ParameterGroups:
+        return ParameterGroups(
+            main=[p for pool in self._pools().values() for p in pool.task_tensors(k).values()]
+        )
 
     def _own(self, k: int) -> dict[str, Tensor]:
         return {

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from delo.config import ModelConfig
-from delo.methods.shared_experts.moe_lora import SharedExpertLinear, SharedExpertsMethod, kaiming_rows
+from delo.methods.shared_experts.base import SharedExpertLinear, SharedExpertsMethod, kaiming_rows
 
 
 class RankOnePool(SharedExpertsMethod):

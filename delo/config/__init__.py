@@ -1,0 +1,85 @@
+"""Typed, frozen, validated run configuration: ``schema`` (the sections), ``loading`` (YAML, overrides, the
+helpers sweep specs share), ``errors`` (what launchers turn into exit 2), ``section`` (the base every section,
+method sections included, derives from). The names below are the package's public surface.
+
+A run config has the sections model, data, train, loss, eval, debug and a top-level seed. It is loaded from YAML
+(an ``extends:`` key may name a parent file, resolved relative to the child) plus dotted ``--set a.b=v``
+overrides. Names follow the paper (method.md §11): ``model.E``, ``model.r``, ``model.alpha``, ``model.beta``,
+``loss.lambda1``, ``loss.lambda2``.
+"""
+
+from delo.config.errors import ConfigError, DamagedFileError, reader_error
+from delo.config.loading import (
+    VALID_KEYS,
+    DuplicateKeyError,
+    StrictLoader,
+    annotation_leaves,
+    apply_overrides,
+    build_config,
+    build_or_collect,
+    check_key,
+    deep_merge,
+    fields_at,
+    format_validation_error,
+    key_problem,
+    load_config,
+    parse_override,
+    read_with_extends,
+    read_yaml_mapping,
+    read_yaml_or_none,
+    reference_table,
+    set_dotted,
+    split_assignment,
+    strict_yaml_load,
+)
+from delo.config.schema import (
+    DEFAULT_PROFILE,
+    DataConfig,
+    DebugConfig,
+    EvalConfig,
+    Method,
+    MissingConfig,
+    MissingType,
+    ModelConfig,
+    RunConfig,
+    SyntheticConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "VALID_KEYS",
+    "ConfigError",
+    "DamagedFileError",
+    "DataConfig",
+    "DebugConfig",
+    "DuplicateKeyError",
+    "EvalConfig",
+    "Method",
+    "MissingConfig",
+    "MissingType",
+    "ModelConfig",
+    "RunConfig",
+    "StrictLoader",
+    "SyntheticConfig",
+    "TrainConfig",
+    "annotation_leaves",
+    "apply_overrides",
+    "build_config",
+    "build_or_collect",
+    "check_key",
+    "deep_merge",
+    "fields_at",
+    "format_validation_error",
+    "key_problem",
+    "load_config",
+    "parse_override",
+    "read_with_extends",
+    "read_yaml_mapping",
+    "read_yaml_or_none",
+    "reader_error",
+    "reference_table",
+    "set_dotted",
+    "split_assignment",
+    "strict_yaml_load",
+]
