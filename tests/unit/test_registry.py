@@ -8,7 +8,7 @@ import pytest
 
 from delo.config import ConfigError, ModelConfig, load_config
 from delo.methods.base import ContinualMethod
-from delo.methods.registry import METHOD_NAMES, METHODS, docs_table, entry
+from delo.methods.registry import METHOD_NAMES, docs_table, entry
 
 
 def test_model_method_accepts_exactly_the_registered_names():
