@@ -205,3 +205,22 @@ def test_the_architecture_test_sees_a_cycle_and_an_upward_import(tmp_path):
             test_no_import_cycle()
     finally:
         ROOT = saved
+
+
+def test_the_module_map_of_architecture_md_matches_the_tree():
+    """docs/architecture.md's module map names every package and module of delo/, and nothing that is gone."""
+    import re
+
+    doc = (ROOT.parent / "docs" / "architecture.md").read_text()
+    block = doc.split("## Module map\n```\n", 1)[1].split("```", 1)[0]
+    packages = {p.name for p in ROOT.rglob("*") if p.is_dir() and (p / "__init__.py").exists()} - {"delo"}
+    modules = {p.stem for p in ROOT.rglob("*.py") if p.stem != "__init__"}
+    named_packages = set(re.findall(r"(\w+)/", block))
+    named_modules = set(re.findall(r"(\w+)\.py", block)) | {
+        w for w in re.findall(r"\b(\w+)\b", block) if w in modules
+    }
+    assert packages <= named_packages, sorted(packages - named_packages)
+    assert modules <= named_modules, sorted(modules - named_modules)
+    assert set(re.findall(r"(\w+)\.py", block)) <= modules, sorted(
+        set(re.findall(r"(\w+)\.py", block)) - modules
+    )
