@@ -56,6 +56,14 @@ METHODS: dict[str, MethodEntry] = {
             paper=(67.42, 9.41),
         ),
         MethodEntry(
+            "frozen",
+            "delo.methods.frozen:FrozenBackbone",
+            "Frozen ViLT (floor)",
+            "the frozen backbone with DeLo's per-task heads and Task-Key Memory, no adapter: the floor of every table",
+            "per-task head and key",
+            "Task-Key Memory",
+        ),
+        MethodEntry(
             "rank1_pool",
             "delo.methods.shared_experts.rank1_pool:RankOnePool",
             "Rank-1 Expert Pool",
