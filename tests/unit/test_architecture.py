@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # what the config schema reads off the methods: names and their keys, pydantic only
     ("declarations", ("delo.methods.registry", "delo.methods.*.config")),
     ("config", ("delo.config",)),
-    ("base", ("delo.runtime", "delo.folderlock", "delo.metrics")),
+    ("base", ("delo.runtime", "delo.folderlock", "delo.metrics", "delo.provenance")),
     ("data and ViLT", ("delo.data", "delo.vilt")),
     ("methods", ("delo.methods",)),
     ("runner", ("delo.train", "delo.evaluate", "delo.checkpoint", "delo.tblog")),

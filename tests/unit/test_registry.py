@@ -34,7 +34,10 @@ def test_every_entry_names_a_concrete_method_and_its_keys(name):
 
 
 def test_unknown_method_names_the_allowed_ones():
-    with pytest.raises(KeyError, match="allowed: delo, frozen, rank1_pool, moe_lora, pass_moe, mora, map, msp, l2p, dualprompt, rebq"):
+    with pytest.raises(
+        KeyError,
+        match="allowed: delo, frozen, rank1_pool, moe_lora, pass_moe, mora, map, msp, l2p, dualprompt, rebq",
+    ):
         entry("nope")
 
 
