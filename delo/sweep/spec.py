@@ -64,7 +64,6 @@ from delo.sweep.search import (
     asha_reduction_factor,
     asha_rungs,
     check_search,
-    describe_dist,
 )
 
 
@@ -206,7 +205,7 @@ class Sweep:
                 f"rungs {asha_rungs(self.num_tasks, s.scheduler.grace_period, rf)}"
             )
         for key, dist in s.space.items():
-            head.append(f"  {key:<20} {describe_dist(dist)}")
+            head.append(f"  {key:<20} {dist.describe()}")
         for point in s.points_to_evaluate:
             head.append(f"  first: {point}")
         return "\n".join(head)
