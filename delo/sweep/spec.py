@@ -3,7 +3,7 @@
 A spec is a YAML file::
 
     name: rank_factor                    # experiment folder name under the storage path
-    table: rank_factor                   # report layout (paper Table 5); see delo.sweep.report.TABLES
+    table: rank_factor                   # report layout (paper Table 5); see delo.sweep.layouts.TABLES
     base:
       file: profiles/synthetic.yaml      # a run-config file, relative to the spec (extends: allowed)
       config: {train: {epochs: 2}}       # inline run-config overrides (nested or dotted keys)
@@ -57,7 +57,7 @@ from delo.config import (
 )
 from delo.data.sessions import num_sessions
 from delo.sweep.grid import NAME, GridSpec, TrialSpec, expand_grid
-from delo.sweep.report import TABLES
+from delo.sweep.layouts import DELO, GENERIC, TABLES
 from delo.sweep.search import (
     SearchSpace,
     SearchSpec,
@@ -98,7 +98,7 @@ class FailureSpec(_Strict):
 class SweepSpec(_Strict):
     name: str
     description: str = ""
-    table: Literal[TABLES] = "generic"
+    table: Literal[TABLES] = GENERIC.name
     base: BaseSpec = BaseSpec()
     grid: GridSpec | None = None
     search: SearchSpec | None = None
@@ -166,7 +166,7 @@ class Sweep:
         """Human-readable dry-run text: the grid's trials or the search space."""
         c = self.base_config
         # E and r are DeLo's keys; a comparator's own keys are in its trial lines / search space
-        method = f"E={c.model.E} r={c.model.r}" if c.model.method == "delo" else f"method={c.model.method}"
+        method = f"E={c.model.E} r={c.model.r}" if c.model.method == DELO else f"method={c.model.method}"
         head = [
             f"sweep {self.name!r} ({self.spec_path}) -> {self.experiment_dir}",
             (
