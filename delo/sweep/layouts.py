@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from delo.methods.registry import METHODS
-from delo.metric_keys import FINAL_AP, FINAL_AP_ORACLE, FINAL_FG, test_key
+from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG, test_key
 from delo.sweep.experiment import Status
 from delo.sweep.records import (
     TrialRecord,
@@ -258,14 +258,14 @@ class Methods(TableLayout):
             trainable, total = param_cells(recs)
             out.append(
                 f"| {self.display(recs[0])} (`{recs[0].label}`) | {ms(recs, FINAL_AP, split)} | "
-                f"{ms(recs, FINAL_FG, split)} | {ms(recs, FINAL_AP_ORACLE, split)} | {trainable} | {total} | "
+                f"{ms(recs, FINAL_FG, split)} | {ms(recs, FINAL_AP_TASK_AWARE, split)} | {trainable} | {total} | "
                 f"{_seconds(recs, 'train')} | {_seconds(recs, 'eval')} | {n_of(recs)} | "
                 f"{paper_cell(self.paper(recs[0]))} |"
             )
         return out + [
             "",
             "AP and FG are task-agnostic (the method infers each sample's task); task-aware AP is the same model "
-            "told the true task (`*_oracle`), so the gap between the two is the cost of the method's task "
+            "told the true task (`*_task_aware`), so the gap between the two is the cost of the method's task "
             "inference. Trainable = what the latest task's optimiser gets (adapters or prompts, and the head); "
             "total = every parameter, backbone included. Seconds are wall-clock means over tasks on the machine "
             "that ran the trial (trials share its cores). Paper: Table 2, UPMC-Food101-CMML, ViLT-B/32, η = 70 % "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, test_key
+from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, current_keys, test_key
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -125,7 +125,7 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
         config=info.get("config", {}),
         num_failures=status.get("num_failures") or 0,
     )
-    rows = _json_lines(trial_dir / TUNE_RESULT)
+    rows = [current_keys(row) for row in _json_lines(trial_dir / TUNE_RESULT)]  # older trials say *_oracle
     if rows:
         rec.last = rows[-1]
         rec.tasks_done = max((r.get(TASK) or 0) for r in rows)
