@@ -1,8 +1,10 @@
-"""Evaluation after each task: every seen task, task-agnostic and task-aware (oracle), by missing type.
+"""Evaluation after each task: every seen task, task-agnostic and task-aware, by missing type.
 
 :func:`evaluate_task` runs one task's split once, with both forwards per batch, and keeps per-sample outcomes;
-:class:`ResultBook` turns them into the result matrices of protocol.md §6 (R, its oracle twin, task-key accuracy
-and the per-missing-type matrices) and the per-task report keys of ray-tune.md §4.
+:class:`ResultBook` turns them into the result matrices of protocol.md §6 (R, its task-aware twin, task-key
+accuracy and the per-missing-type matrices) and the per-task report keys of ray-tune.md §4. The outcomes of one
+task are keyed by the model's forward (``agnostic``, ``oracle`` as in ``predict(batch, oracle=...)``); every
+matrix and report key of the task-aware read-out says ``task_aware`` (:data:`delo.metric_keys.TASK_AWARE`).
 :func:`format_summary` renders a finished run's ``result.json`` dict as a readable table.
 """
 
@@ -17,16 +19,25 @@ import torch
 from torch import Tensor
 
 from delo import metrics
-from delo.metric_keys import AP_SEEN, FINAL_AP_ORACLE, FINAL_KEYS
+from delo.metric_keys import (
+    AP_SEEN,
+    AP_SEEN_TASK_AWARE,
+    FINAL_AP_TASK_AWARE,
+    FINAL_KEYS,
+    TASK_AWARE,
+    current_keys,
+)
 from delo.runtime import autocast, move_batch
 
+AWARE = f"_{TASK_AWARE}"
+"""The suffix of a task-aware matrix."""
 MATRICES = (
-    ("matrix", "matrix_oracle", "key_accuracy")
-    + tuple(f"{m}{suffix}" for suffix in ("", "_oracle") for m in metrics.MISSING_TYPES)
+    ("matrix", f"matrix{AWARE}", "key_accuracy")
+    + tuple(f"{m}{suffix}" for suffix in ("", AWARE) for m in metrics.MISSING_TYPES)
     + tuple(f"key_accuracy_{m}" for m in metrics.MISSING_TYPES)
 )
-"""Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_oracle`` oracle,
-``key_accuracy_complete`` etc. the task-key accuracy on one missing type)."""
+"""Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_task_aware``
+etc. task-aware, ``key_accuracy_complete`` etc. the task-key accuracy on one missing type)."""
 
 
 @dataclass
@@ -153,11 +164,14 @@ class ResultBook:
 
     def __init__(self, num_tasks: int, data: dict[str, metrics.Matrix] | None = None):
         self.num_tasks = num_tasks
-        self.data = data or {name: metrics.empty_matrix(num_tasks) for name in MATRICES}
+        # a checkpoint written before the task-aware matrices had one name says matrix_oracle etc.
+        self.data = (
+            current_keys(data) if data else {name: metrics.empty_matrix(num_tasks) for name in MATRICES}
+        )
 
     def fill(self, j: int, i: int, outcomes: dict[str, TaskOutcomes]) -> None:
         """Entry (after task j, on task i) of every matrix."""
-        for mode, suffix in (("agnostic", ""), ("oracle", "_oracle")):
+        for mode, suffix in (("agnostic", ""), ("oracle", AWARE)):
             o = outcomes[mode]
             self.data[f"matrix{suffix}"][j][i] = o.score()
             for code, name in enumerate(metrics.MISSING_TYPES):
@@ -176,7 +190,7 @@ class ResultBook:
             "fg_seen": metrics.seen_forgetting(R, j),
             "bwt_seen": metrics.seen_bwt(R, j),
             "key_acc": metrics.seen_average(self.data["key_accuracy"], j),
-            "ap_seen_oracle": metrics.seen_average(self.data["matrix_oracle"], j),
+            AP_SEEN_TASK_AWARE: metrics.seen_average(self.data[f"matrix{AWARE}"], j),
         }
         for name in metrics.MISSING_TYPES:
             out[f"ap_seen_{name}"] = metrics.seen_average(self.data[name], j)
@@ -187,17 +201,17 @@ class ResultBook:
         """The keys of the last report only."""
         s = metrics.summarize(self.data["matrix"])
         out = {f"final_{k}": v for k, v in s.items()}  # final_ap, final_fg, final_last, final_bwt
-        out[FINAL_AP_ORACLE] = metrics.average_performance(self.data["matrix_oracle"])
+        out[FINAL_AP_TASK_AWARE] = metrics.average_performance(self.data[f"matrix{AWARE}"])
         assert tuple(out) == FINAL_KEYS, f"final keys {tuple(out)} differ from delo.metric_keys.FINAL_KEYS"
         return {prefix + k: v for k, v in out.items()}
 
     def summary(self) -> dict[str, Any]:
         """result.json fields of this split (matrices with nan as null)."""
-        task_aware = metrics.summarize(self.data["matrix_oracle"])
+        task_aware = metrics.summarize(self.data[f"matrix{AWARE}"])
         out: dict[str, Any] = {
             **{k: metrics.json_number(v) for k, v in metrics.summarize(self.data["matrix"]).items()},
             "matrix": metrics.json_matrix(self.data["matrix"]),
-            "matrix_task_aware": metrics.json_matrix(self.data["matrix_oracle"]),
+            f"matrix{AWARE}": metrics.json_matrix(self.data[f"matrix{AWARE}"]),
             "task_aware": {k: metrics.json_number(v) for k, v in task_aware.items()},
             "task_key_accuracy": metrics.json_matrix(self.data["key_accuracy"]),
             "key_acc": metrics.json_number(metrics.average_performance(self.data["key_accuracy"])),
@@ -209,7 +223,7 @@ class ResultBook:
             "by_missing_task_aware": {},
         }
         for name in metrics.MISSING_TYPES:
-            for suffix, key in (("", "by_missing"), ("_oracle", "by_missing_task_aware")):
+            for suffix, key in (("", "by_missing"), (AWARE, f"by_missing{AWARE}")):
                 R = self.data[name + suffix]
                 entry = {k: metrics.json_number(v) for k, v in metrics.summarize(R).items()}
                 out[key][name] = {**entry, "matrix": metrics.json_matrix(R)}
@@ -239,15 +253,13 @@ def format_summary(result: dict[str, Any]) -> str:
             continue
         lines.append(format_matrix(result[prefix + "matrix"], f"result matrix ({label}, task-agnostic)"))
         lines.append(format_matrix(result[prefix + "task_key_accuracy"], f"task-key accuracy ({label})"))
-        aware = result[prefix + "task_aware"]
-        lines.append(f"{'':10}{'AP':>8}{'FG':>8}{'Last':>8}{'BWT':>8}")
-        lines.append(
-            f"{label + ' agn.':10}"
-            + "".join(f"{_fmt(result[prefix + k], 8)}" for k in ("ap", "fg", "last", "bwt"))
-        )
-        lines.append(
-            f"{label + ' oracle':10}" + "".join(f"{_fmt(aware[k], 8)}" for k in ("ap", "fg", "last", "bwt"))
-        )
+        cols = ("ap", "fg", "last", "bwt")
+        lines.append(f"{'':16}{'AP':>8}{'FG':>8}{'Last':>8}{'BWT':>8}")
+        for name, row in (
+            ("agnostic", {k: result[prefix + k] for k in cols}),
+            ("task-aware", result[prefix + TASK_AWARE]),
+        ):
+            lines.append(f"{label + ' ' + name:16}" + "".join(_fmt(row[k], 8) for k in cols))
         by = result[prefix + "by_missing"]
         lines.append("AP by missing type: " + ", ".join(f"{k} {_fmt(v['ap'], 0)}" for k, v in by.items()))
         by_type = result.get(prefix + "key_acc_by_missing") or {}

@@ -3,14 +3,21 @@ progress view, TensorBoard and the reports read them (protocol.md §7 defines th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 TASK = "task"
 """1-based index of the task just finished: ASHA's time attribute, the TensorBoard step."""
 AP_SEEN = "ap_seen"
 """Val AP over the tasks seen so far, in every report: what Tune, ASHA and the searcher's per-report hook read."""
 FINAL_AP = "final_ap"
 FINAL_FG = "final_fg"
-FINAL_AP_ORACLE = "final_ap_oracle"
-FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_ORACLE)
+TASK_AWARE = "task_aware"
+"""The one word for a task-aware read-out (the model told each sample's true task): keys end in ``_task_aware``
+(``ap_seen_task_aware``, the ``matrix_task_aware`` result matrix), TensorBoard tags start ``task_aware/``."""
+AP_SEEN_TASK_AWARE = f"{AP_SEEN}_{TASK_AWARE}"
+FINAL_AP_TASK_AWARE = f"{FINAL_AP}_{TASK_AWARE}"
+FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_TASK_AWARE)
 """Only in a run's last report (so their presence marks a trial that reached task T)."""
 SELECTION_KEYS = (AP_SEEN, "acc_new", "fg_seen", "bwt_seen", "key_acc")
 KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
@@ -36,3 +43,24 @@ def test_key(key: str) -> str:
 def is_final(key: str) -> bool:
     """A last-report-only key, val or test (``final_ap``, ``test_final_fg``)."""
     return key.removeprefix(TEST_PREFIX).startswith("final_")
+
+
+LEGACY_KEYS = {"_oracle": f"_{TASK_AWARE}"}
+"""Old key ending -> today's. Files written before the task-aware keys had one name (Tune's result rows, a run's
+history and checkpointed result matrices) say ``ap_seen_oracle``, ``final_ap_oracle``, ``matrix_oracle``;
+:func:`current_keys` renames them wherever such a file is read."""
+
+V = TypeVar("V")
+
+
+def current_key(key: str) -> str:
+    """``ap_seen_oracle`` -> ``ap_seen_task_aware`` (:data:`LEGACY_KEYS`); any other key as it is."""
+    for old, new in LEGACY_KEYS.items():
+        if key.endswith(old):
+            return key.removesuffix(old) + new
+    return key
+
+
+def current_keys(row: Mapping[str, V]) -> dict[str, V]:
+    """A row (or a dict of result matrices) read from a file, with today's key names."""
+    return {current_key(key): value for key, value in row.items()}

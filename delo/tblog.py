@@ -4,7 +4,7 @@ A run writes, in ``<out_dir>/tb``:
 
 - at start, only the hparams *session start* (every hyperparameter flattened to dotted names, constants too);
 - per epoch, training-dynamics scalars under ``dynamics/`` (``debug.diagnostics``, see ``delo.methods.delo.diagnostics``);
-- per task, scalars under ``val/``, ``test/``, ``oracle/``, ``train/`` and ``time/``, the result matrix as an
+- per task, scalars under ``val/``, ``test/``, ``task_aware/``, ``train/`` and ``time/``, the result matrix as an
   image (rendered with PIL), expert-selection frequencies per pool (paper Fig. 5) and a histogram of
   cos(q_v, q_t) on complete samples (Fig. 4b);
 - the final scalars (``val/final_ap``, ...) and the hparams *session end*, before the run's last report.
@@ -24,7 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from delo.metric_keys import FINAL_KEYS, KEY_ACC_BY_MISSING, SELECTION_KEYS, TASK, TEST_PREFIX, test_key
+from delo.metric_keys import (
+    AP_SEEN_TASK_AWARE,
+    FINAL_KEYS,
+    KEY_ACC_BY_MISSING,
+    SELECTION_KEYS,
+    TASK,
+    TASK_AWARE,
+    TEST_PREFIX,
+    test_key,
+)
 
 
 def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -45,21 +54,22 @@ def flatten_hparams(config: Mapping[str, Any], prefix: str = "") -> dict[str, bo
 
 def metric_tag(key: str) -> str:
     """Report key -> TensorBoard tag: ``ap_seen`` -> ``val/ap_seen``, ``test_final_ap`` -> ``test/final_ap``,
-    ``ap_seen_oracle`` -> ``oracle/ap_seen``, ``train_loss`` -> ``train/loss``, ``task_time_s`` -> ``time/task_s``."""
+    ``ap_seen_task_aware`` -> ``task_aware/ap_seen``, ``train_loss`` -> ``train/loss``, ``task_time_s`` ->
+    ``time/task_s``."""
     if key.endswith("_time_s"):
         return "time/" + key.removesuffix("_time_s") + "_s"
     if key.startswith(TEST_PREFIX):
         return "test/" + key.removeprefix(TEST_PREFIX)
     if key.startswith("train_"):
         return "train/" + key.removeprefix("train_")
-    if key.endswith("_oracle"):
-        return "oracle/" + key.removesuffix("_oracle")
+    if key.endswith("_" + TASK_AWARE):
+        return f"{TASK_AWARE}/" + key.removesuffix("_" + TASK_AWARE)
     return "val/" + key
 
 
 def metric_tags(test: bool = False) -> list[str]:
     """The metric tags a sweep's hparams config lists (val ones first, test ones when test evaluation runs)."""
-    keys = [*FINAL_KEYS, *SELECTION_KEYS, *KEY_ACC_BY_MISSING, "ap_seen_oracle"]
+    keys = [*FINAL_KEYS, *SELECTION_KEYS, *KEY_ACC_BY_MISSING, AP_SEEN_TASK_AWARE]
     tags = [metric_tag(k) for k in keys]
     if test:
         tags += [metric_tag(test_key(k)) for k in keys]

@@ -29,7 +29,7 @@ from delo.atomic import atomic_write_json
 from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.methods.base import RoutingDiagnostics
-from delo.metric_keys import TASK, TEST_PREFIX, is_final
+from delo.metric_keys import TASK, TEST_PREFIX, current_keys, is_final
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
 PROBE_SIZE = 16  # samples of the per-epoch routing probe (debug.diagnostics)
@@ -249,7 +249,7 @@ class _Run:
         self.books = {
             split: ResultBook(self.T, _rows_before(s["results"][split], good)) for split in self.splits
         }
-        self.history = list(s["history"][:good])
+        self.history = [current_keys(row) for row in s["history"][:good]]  # a checkpoint may say *_oracle
         self.steps_by_task = steps_by_task[:good]
         self.steps_done = sum(self.steps_by_task) if damaged is not None else s["steps_done"]
         self.elapsed_before, self.next_task = s["elapsed_s"], good

@@ -52,7 +52,7 @@ def fake_run(cfg, out_dir: Path, on_task_end=None, task_seconds: float = 0.05) -
                 final_fg=float(T - 1),
                 final_last=row[-1],
                 final_bwt=-1.0,
-                final_ap_oracle=metrics["ap_seen"] + 1,
+                final_ap_task_aware=metrics["ap_seen"] + 1,
                 test_final_ap=metrics["ap_seen"] - 1,
                 test_final_fg=float(T),
             )

@@ -37,7 +37,7 @@ from delo.sweep.grid import TRIAL_KEY, trial_of
 from delo.sweep.progress import SweepProgress
 from delo.sweep.ray_state import ray_temp_root, repair_ray_state
 from delo.sweep.report import write_report
-from delo.sweep.search import TUNE_METRIC, optuna_name
+from delo.sweep.search import TUNE_METRIC
 from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
 from delo.sweep.spec import Sweep, load_sweep
 from delo.sweep.trainable import RunFn, make_trainable
@@ -356,6 +356,6 @@ def dry_run_text(sweep: Sweep) -> str:
     """The spec's trials (grid) or its search space with the Optuna parameter names."""
     text = sweep.describe()
     if sweep.spec.grid is None:
-        names = [optuna_name(k, d) for k, d in sweep.spec.search.space.items()]
+        names = [d.optuna_name(k) for k, d in sweep.spec.search.space.items()]
         text += f"\nOptuna parameters: {', '.join(names)}"
     return text

@@ -10,11 +10,13 @@ which split the numbers come from and which seeds they pool.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from delo.atomic import atomic_write
 from delo.metric_keys import FINAL_AP, FINAL_FG
+from delo.sweep.layouts import TableLayout
 from delo.sweep.records import (
     TrialRecord,
     best_trial,
@@ -32,29 +34,13 @@ WIDTH_IN = 11.0
 AP_COLOUR, FG_COLOUR = "#3b6fb6", "#e08a2c"
 
 
-def write_plots(records: list[TrialRecord], table: str, exp: Path) -> list[Path]:
-    """Every figure that fits the sweep's table layout; returns the paths written (none without a finished trial)."""
-    done = [r for r in records if r.completed]
-    if not done:
+def write_plots(records: list[TrialRecord], layout: TableLayout, exp: Path) -> list[Path]:
+    """The figures the sweep's table layout names (:data:`FIGURES`), in its order; returns the paths written (none
+    without a finished trial)."""
+    if not any(r.completed for r in records):
         return []
     split = split_used(records)
-    out = []
-    if table == "rank_factor":
-        out.append(_save(_heatmap_er(records, split), exp / "ap_grid.png"))
-    elif table == "missing":
-        out.append(_save(_missing_lines(records, split), exp / "ap_missing.png"))
-    if table == "pareto":
-        out.append(_save(_pareto_scatter(records), exp / "pareto.png"))
-    elif table not in ("rank_factor", "missing"):
-        out.append(
-            _save(_bar_chart(records, split, top=12 if table == "search" else None), exp / "ap_fg.png")
-        )
-    best = best_trial(records)
-    if best is not None and (best.matrix or best.test_matrix):
-        out.append(_save(_matrix(best, split), exp / "best_matrix.png"))
-    if table in ("search", "pareto"):
-        out += _optuna_figures(exp)
-    return out
+    return [path for figure in layout.figures for path in FIGURES[figure](records, split, exp)]
 
 
 def _optuna_figures(exp: Path) -> list[Path]:
@@ -323,3 +309,33 @@ def _matrix(best: TrialRecord, split: str):
 
 def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The figures a layout may name
+
+
+def _png(filename: str, draw: Callable[[list[TrialRecord], str], Any]) -> FigureWriter:
+    return lambda records, split, exp: [_save(draw(records, split), exp / filename)]
+
+
+def _best_matrix(records: list[TrialRecord], split: str, exp: Path) -> list[Path]:
+    best = best_trial(records)
+    if best is None or not (best.matrix or best.test_matrix):
+        return []
+    return [_save(_matrix(best, split), exp / "best_matrix.png")]
+
+
+FigureWriter = Callable[[list[TrialRecord], str, Path], list[Path]]
+"""(records, split, experiment folder) -> the PNGs written."""
+FIGURES: dict[str, FigureWriter] = {
+    "ap_grid": _png("ap_grid.png", _heatmap_er),
+    "ap_missing": _png("ap_missing.png", _missing_lines),
+    "ap_fg": _png("ap_fg.png", _bar_chart),
+    "ap_fg_top": _png("ap_fg.png", lambda records, split: _bar_chart(records, split, top=12)),
+    "pareto": _png("pareto.png", lambda records, split: _pareto_scatter(records)),
+    "best_matrix": _best_matrix,
+    "optuna": lambda records, split, exp: _optuna_figures(exp),
+}
+"""A layout's figure names -> how each is drawn: E x r heatmap, AP against η per missing type, AP / FG bars per
+group (the top 12 for a search), the Pareto scatter, the best trial's matrix, Optuna's own views."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, test_key
+from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, current_keys, test_key
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -125,7 +125,7 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
         config=info.get("config", {}),
         num_failures=status.get("num_failures") or 0,
     )
-    rows = _json_lines(trial_dir / TUNE_RESULT)
+    rows = [current_keys(row) for row in _json_lines(trial_dir / TUNE_RESULT)]  # older trials say *_oracle
     if rows:
         rec.last = rows[-1]
         rec.tasks_done = max((r.get(TASK) or 0) for r in rows)
@@ -189,6 +189,18 @@ def fmt_ms(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
+def fmt_num(v: Any) -> str:
+    return "–" if v is None else f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+
+def fmt_params(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def short_value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def split_used(records: list[TrialRecord]) -> str:
     done = [r for r in records if r.completed]
     return "test" if done and all(test_key(FINAL_AP) in r.last for r in done) else "val"
@@ -196,6 +208,11 @@ def split_used(records: list[TrialRecord]) -> str:
 
 def metric(rec: TrialRecord, key: str, split: str) -> float | None:
     return rec.last.get(test_key(key) if split == "test" else key)
+
+
+def swept_keys(records: list[TrialRecord]) -> list[str]:
+    """The run-config keys the trials set (the seed aside), sorted: the varied columns of a table."""
+    return sorted({k for r in records for k in r.overrides if k != "seed"})
 
 
 def groups(records: list[TrialRecord]) -> dict[str, list[TrialRecord]]:

@@ -6,7 +6,8 @@ The Ray side (the PRUNED-aware Optuna searcher and the ASHA scheduler objects) i
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
@@ -21,50 +22,222 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class IntDist(_Strict):
+def _sibling(key: str, leaf: str) -> str:
+    """``model.r`` -> ``model.<leaf>``: the Optuna name of a derived key's helper parameter."""
+    parent, _, _ = key.rpartition(".")
+    return f"{parent}.{leaf}" if parent else leaf
+
+
+class _Distribution(_Strict):
+    """One entry of ``search.space``, which owns everything about it: the Optuna parameter it suggests, the
+    run-config value that parameter becomes (and back, for points to evaluate), its TensorBoard domain, its
+    dry-run text and what load_sweep checks. ``key`` is always the run-config key the entry sets."""
+
+    reads_E: ClassVar[bool] = False
+    """Whether the value depends on the trial's model.E (the space samples such entries after E)."""
+
+    def optuna_name(self, key: str) -> str:
+        """The Optuna parameter: the key itself, or the helper a derived key comes from (the space returns it)."""
+        return key
+
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> Any:
+        """Suggest on an Optuna trial; ``key``'s run-config value (``drawn``: the entries sampled before)."""
+        raise NotImplementedError
+
+    def to_optuna(self, key: str, point: Mapping[str, Any], base_E: int) -> Any:
+        """A run-config point's value of ``key`` as the Optuna parameter's value (points to evaluate)."""
+        return point[key]
+
+    def hparams_domain(self, space: SearchSpace) -> tuple | list:
+        """(low, high) or the list of values, for the experiment-level TensorBoard hparams config."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line of the dry run."""
+        raise NotImplementedError
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        """What is wrong with the entry itself (its bounds, values, key), each without the location."""
+        return []
+
+    def ends(self) -> list[Any]:
+        """The run-config values at the ends of the entry (load_sweep builds a run config at each)."""
+        raise NotImplementedError
+
+    def corners(self, key: str, space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
+        """(where, dotted overrides) of each run config load_sweep builds to check the entry's ends."""
+        return [(f"search.space.{key}={value}", {key: value}) for value in self.ends()]
+
+    def point_problem(self, key: str, value: Any, optuna_value: Any) -> str | None:
+        """Why a point to evaluate's ``value`` (Optuna's ``optuna_value``) lies outside the entry, or None."""
+        return None
+
+
+class _Range(_Distribution):
+    """Reals or integers in [low, high], uniform or on a log scale."""
+
+    low: float
+    high: float
+    log: StrictBool = False
+
+    def _scale(self) -> str:
+        return "log " if self.log else ""
+
+    def describe(self) -> str:
+        return f"{self.type} {self._scale()}[{self.low:g}, {self.high:g}]"
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        out = []
+        if not self.low < self.high:
+            out.append(f"empty range low={self.low:g} >= high={self.high:g}")
+        if self.log and self.low <= 0:
+            out.append(f"a log scale needs low > 0 (got {self.low:g})")
+        return out
+
+    def point_problem(self, key: str, value: Any, optuna_value: Any) -> str | None:
+        if not self.low <= float(optuna_value) <= self.high:
+            return f"{key}={value} lies outside the space [{self.low:g}, {self.high:g}]"
+        return None
+
+
+class IntDist(_Range):
     """Integers in [low, high], uniform or on a log scale."""
 
     type: Literal["int"]
-    low: float
-    high: float
-    log: StrictBool = False
+
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> int:
+        return trial.suggest_int(key, int(self.low), int(self.high), log=self.log)
+
+    def hparams_domain(self, space: SearchSpace) -> tuple[int, int]:
+        return int(self.low), int(self.high)
+
+    def ends(self) -> list[int]:
+        return [int(self.low), int(self.high)]
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        out = super().problems(key, space)
+        if self.low != int(self.low) or self.high != int(self.high):
+            out.append("int bounds must be whole numbers")
+        return out
 
 
-class FloatDist(_Strict):
+class FloatDist(_Range):
     """Reals in [low, high], uniform or on a log scale."""
 
     type: Literal["float"]
-    low: float
-    high: float
-    log: StrictBool = False
+
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> float:
+        return trial.suggest_float(key, self.low, self.high, log=self.log)
+
+    def hparams_domain(self, space: SearchSpace) -> tuple[float, float]:
+        return float(self.low), float(self.high)
+
+    def ends(self) -> list[float]:
+        return [self.low, self.high]
 
 
-class ChoiceDist(_Strict):
+class OneMinusDist(_Range):
+    """The key is 1 - x with x drawn in [low, high], e.g. beta from 1 - beta on a log scale."""
+
+    type: Literal["one_minus"]
+
+    def optuna_name(self, key: str) -> str:
+        return _sibling(key, "one_minus_" + key.rpartition(".")[2])
+
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> float:
+        return 1.0 - trial.suggest_float(self.optuna_name(key), self.low, self.high, log=self.log)
+
+    def to_optuna(self, key: str, point: Mapping[str, Any], base_E: int) -> float:
+        return 1.0 - float(point[key])
+
+    def hparams_domain(self, space: SearchSpace) -> tuple[float, float]:
+        return 1.0 - float(self.high), 1.0 - float(self.low)
+
+    def describe(self) -> str:
+        return f"1 - x, x {self._scale()}[{self.low:g}, {self.high:g}]"
+
+    def ends(self) -> list[float]:
+        return [1.0 - self.low, 1.0 - self.high]
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        out = super().problems(key, space)
+        if not (self.low > 0 and self.high <= 1):
+            out.append(f"one_minus draws x in (0, 1]; got [{self.low:g}, {self.high:g}]")
+        return out
+
+
+class ChoiceDist(_Distribution):
     """One of ``values``."""
 
     type: Literal["choice"]
     values: list[Any]
 
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> Any:
+        return trial.suggest_categorical(key, self.values)
 
-class RFracDist(_Strict):
+    def hparams_domain(self, space: SearchSpace) -> list:
+        return list(self.values)
+
+    def describe(self) -> str:
+        return f"choice {self.values}"
+
+    def ends(self) -> list[Any]:
+        return list(self.values)
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        if not self.values:
+            return ["choice needs a non-empty 'values' list"]
+        if not all(v is None or isinstance(v, (bool, int, float, str)) for v in self.values):
+            return ["choice values must be plain numbers, strings, booleans or null"]
+        return []
+
+    def point_problem(self, key: str, value: Any, optuna_value: Any) -> str | None:
+        return None if optuna_value in self.values else f"{key}={value!r} is not one of {self.values}"
+
+
+class RFracDist(_Distribution):
     """model.r from a fraction of model.E - 1 (:func:`r_from_frac`), so r < E always holds."""
 
     type: Literal["r_frac"]
+    reads_E: ClassVar[bool] = True
 
+    def optuna_name(self, key: str) -> str:
+        return _sibling(key, "r_frac")
 
-class OneMinusDist(_Strict):
-    """The key is 1 - x with x drawn in [low, high], e.g. beta from 1 - beta on a log scale."""
+    def sample(self, trial, key: str, drawn: Mapping[str, Any], base_E: int) -> int:
+        E = int(drawn.get("model.E", base_E))
+        return r_from_frac(E, trial.suggest_float(self.optuna_name(key), 0.0, 1.0))
 
-    type: Literal["one_minus"]
-    low: float
-    high: float
-    log: StrictBool = False
+    def to_optuna(self, key: str, point: Mapping[str, Any], base_E: int) -> float:
+        return frac_for_r(int(point.get("model.E", base_E)), int(point[key]))
+
+    def hparams_domain(self, space: SearchSpace) -> tuple[int, int]:
+        return 1, max(space.E_values()) - 1
+
+    def describe(self) -> str:
+        return "r = min(E-1, 1 + floor(r_frac * (E-1))), r_frac uniform [0, 1]"
+
+    def problems(self, key: str, space: Mapping[str, Distribution]) -> list[str]:
+        out = [] if key == "model.r" else ["type r_frac derives model.r only"]
+        E = space.get("model.E")
+        if E is not None and not isinstance(E, IntDist):
+            out.append(f"r_frac needs model.E of type int (got {E.type})")
+        return out
+
+    def corners(self, key: str, space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
+        """r at both ends of r_frac for E at both ends of its range (or the base's E)."""
+        searched = "model.E" in space.space
+        out = []
+        for E in space.E_values():
+            for f in (0.0, 1.0):
+                over = {"model.r": r_from_frac(E, f), **({"model.E": E} if searched else {})}
+                out.append((f"search.space.{key} at E={E}, r_frac={f:g}", over))
+        return out
 
 
 Distribution = Annotated[
     IntDist | FloatDist | ChoiceDist | RFracDist | OneMinusDist, Field(discriminator="type")
 ]
-RANGED = ("int", "float", "one_minus")
 
 
 class SearcherSpec(_Strict):
@@ -139,17 +312,6 @@ def frac_for_r(E: int, r: int) -> float:
     return min(1.0, (r - 0.5) / (E - 1))
 
 
-def optuna_name(key: str, dist: Distribution) -> str:
-    """The Optuna parameter name of a space entry (the run-config key, or its helper for derived keys)."""
-    parent, _, leaf = key.rpartition(".")
-    prefix = f"{parent}." if parent else ""
-    if dist.type == "r_frac":
-        return f"{prefix}r_frac"
-    if dist.type == "one_minus":
-        return f"{prefix}one_minus_{leaf}"
-    return key
-
-
 class SearchSpace:
     """Define-by-run space for OptunaSearch: suggests every entry and returns the derived run-config keys.
 
@@ -160,70 +322,28 @@ class SearchSpace:
     """
 
     def __init__(self, space: dict[str, Distribution], base_E: int):
-        # E first, so r_frac can read it.
-        self.space = dict(sorted(space.items(), key=lambda kv: kv[1].type == "r_frac"))
+        # E first, so that the entries reading it (r_frac) find the trial's E.
+        self.space = dict(sorted(space.items(), key=lambda kv: kv[1].reads_E))
         self.base_E = base_E
 
     def __call__(self, trial) -> dict[str, Any]:
-        derived: dict[str, Any] = {}
-        values: dict[str, Any] = {}
+        drawn: dict[str, Any] = {}
         for key, d in self.space.items():
-            name = optuna_name(key, d)
-            if d.type == "int":
-                values[key] = trial.suggest_int(name, int(d.low), int(d.high), log=d.log)
-            elif d.type == "float":
-                values[key] = trial.suggest_float(name, d.low, d.high, log=d.log)
-            elif d.type == "choice":
-                values[key] = trial.suggest_categorical(name, d.values)
-            elif d.type == "one_minus":
-                derived[key] = 1.0 - trial.suggest_float(name, d.low, d.high, log=d.log)
-            elif d.type == "r_frac":
-                E = int(values.get("model.E", self.base_E))
-                derived[key] = r_from_frac(E, trial.suggest_float(name, 0.0, 1.0))
-        return derived
+            drawn[key] = d.sample(trial, key, drawn, self.base_E)
+        return {key: value for key, value in drawn.items() if self.space[key].optuna_name(key) != key}
 
     def to_optuna_point(self, point: dict[str, Any]) -> dict[str, Any]:
         """A run-config point (dotted keys) -> Optuna parameter names and values."""
-        out: dict[str, Any] = {}
-        for key, value in point.items():
-            d = self.space[key]
-            if d.type == "r_frac":
-                out[optuna_name(key, d)] = frac_for_r(int(point.get("model.E", self.base_E)), int(value))
-            elif d.type == "one_minus":
-                out[optuna_name(key, d)] = 1.0 - float(value)
-            else:
-                out[key] = value
-        return out
+        return {self.space[k].optuna_name(k): self.space[k].to_optuna(k, point, self.base_E) for k in point}
 
     def hparam_domains(self) -> dict[str, Any]:
         """name -> (low, high) or list, for the experiment-level TensorBoard hparams config."""
-        out: dict[str, Any] = {}
-        for key, d in self.space.items():
-            if d.type == "int":
-                out[key] = (int(d.low), int(d.high))
-            elif d.type == "float":
-                out[key] = (float(d.low), float(d.high))
-            elif d.type == "choice":
-                out[key] = list(d.values)
-            elif d.type == "one_minus":
-                out[key] = (1.0 - float(d.high), 1.0 - float(d.low))
-            elif d.type == "r_frac":
-                out[key] = (
-                    1,
-                    int(self.space["model.E"].high) - 1 if "model.E" in self.space else self.base_E - 1,
-                )
-        return out
+        return {key: d.hparams_domain(self) for key, d in self.space.items()}
 
-
-def describe_dist(d: Distribution) -> str:
-    if d.type == "choice":
-        return f"choice {d.values}"
-    if d.type == "r_frac":
-        return "r = min(E-1, 1 + floor(r_frac * (E-1))), r_frac uniform [0, 1]"
-    scale = "log " if d.log else ""
-    if d.type == "one_minus":
-        return f"1 - x, x {scale}[{d.low:g}, {d.high:g}]"
-    return f"{d.type} {scale}[{d.low:g}, {d.high:g}]"
+    def E_values(self) -> list[int]:
+        """model.E at the ends of its searched range, or the base's E when E is not searched."""
+        E = self.space.get("model.E")
+        return [int(v) for v in E.ends()] if E is not None else [self.base_E]
 
 
 def search_overrides(config: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +381,9 @@ def check_search(
                 f"{where}: data and seed are fixed per sweep (data is prepared on the driver); use a grid"
             )
             ok = False
-        ok &= _check_dist(key, d, search.space, where, errors)
+        problems = d.problems(key, search.space)
+        errors += [f"{where}: {problem}" for problem in problems]
+        ok &= not problems
     sched = search.scheduler
     if len(search.objectives) == 1:
         errors.append("search.objectives: list two or more (one objective is search.metric)")
@@ -282,60 +404,19 @@ def check_search(
     return space
 
 
-def _check_dist(
-    key: str, d: Distribution, space: dict[str, Distribution], where: str, errors: list[str]
-) -> bool:
-    n0 = len(errors)
-    if d.type in RANGED:
-        if not d.low < d.high:
-            errors.append(f"{where}: empty range low={d.low:g} >= high={d.high:g}")
-        if d.log and d.low <= 0:
-            errors.append(f"{where}: a log scale needs low > 0 (got {d.low:g})")
-        if d.type == "int" and (d.low != int(d.low) or d.high != int(d.high)):
-            errors.append(f"{where}: int bounds must be whole numbers")
-        if d.type == "one_minus" and not (d.low > 0 and d.high <= 1):
-            errors.append(f"{where}: one_minus draws x in (0, 1]; got [{d.low:g}, {d.high:g}]")
-    elif d.type == "choice":
-        if not d.values:
-            errors.append(f"{where}: choice needs a non-empty 'values' list")
-        elif not all(v is None or isinstance(v, (bool, int, float, str)) for v in d.values):
-            errors.append(f"{where}: choice values must be plain numbers, strings, booleans or null")
-    elif d.type == "r_frac":
-        if key != "model.r":
-            errors.append(f"{where}: type r_frac derives model.r only")
-        e = space.get("model.E")
-        if e is not None and e.type != "int":
-            errors.append(f"{where}: r_frac needs model.E of type int (got {e.type})")
-    return len(errors) == n0
-
-
 def _check_search_configs(
     space: SearchSpace, search: SearchSpec, base: dict[str, Any], errors: list[str]
 ) -> None:
     """Validate the base at each end of every range and every point to evaluate as full RunConfigs."""
     base_cfg = build_config(base)
     for key, d in search.space.items():
-        if d.type == "r_frac":
-            E_space = space.space.get("model.E")
-            E_values = [int(E_space.low), int(E_space.high)] if E_space is not None else [base_cfg.model.E]
-            for E in E_values:
-                for f in (0.0, 1.0):
-                    over = {"model.r": r_from_frac(E, f)}
-                    if E_space is not None:
-                        over["model.E"] = E
-                    build_or_collect(
-                        apply_overrides(base, over), f"search.space.{key} at E={E}, r_frac={f:g}", errors
-                    )
-            continue
-        ends = list(d.values) if d.type == "choice" else [d.low, d.high]
-        for value in ends:
-            value = 1.0 - value if d.type == "one_minus" else (int(value) if d.type == "int" else value)
-            over = {key: value}
-            if key == "model.E":
+        for where, over in d.corners(key, space):
+            if key == "model.E":  # keep the base's r valid at every E
+                E = int(over[key])
                 over["model.r"] = (
-                    min(base_cfg.model.r, int(value) - 1) if "model.r" in space.space else base_cfg.model.r
+                    min(base_cfg.model.r, E - 1) if "model.r" in space.space else base_cfg.model.r
                 )
-            build_or_collect(apply_overrides(base, over), f"search.space.{key}={value}", errors)
+            build_or_collect(apply_overrides(base, over), where, errors)
     for i, point in enumerate(search.points_to_evaluate):
         where = f"search.points_to_evaluate[{i}]"
         unknown = [k for k in point if k not in space.space]
@@ -348,11 +429,9 @@ def _check_search_configs(
             errors.append(f"{where}: {exc}")
             continue
         for key, d in space.space.items():
-            name = optuna_name(key, d)
-            if name in opt and d.type in RANGED and not d.low <= float(opt[name]) <= d.high:
-                errors.append(f"{where}: {key}={point[key]} lies outside the space [{d.low:g}, {d.high:g}]")
-            if name in opt and d.type == "choice" and opt[name] not in d.values:
-                errors.append(f"{where}: {key}={point[key]!r} is not one of {d.values}")
+            problem = d.point_problem(key, point[key], opt[d.optuna_name(key)]) if key in point else None
+            if problem:
+                errors.append(f"{where}: {problem}")
         build_or_collect(apply_overrides(base, point), where, errors)
 
 

@@ -3,7 +3,7 @@
 A spec is a YAML file::
 
     name: rank_factor                    # experiment folder name under the storage path
-    table: rank_factor                   # report layout (paper Table 5); see delo.sweep.report.TABLES
+    table: rank_factor                   # report layout (paper Table 5); see delo.sweep.layouts.TABLES
     base:
       file: profiles/synthetic.yaml      # a run-config file, relative to the spec (extends: allowed)
       config: {train: {epochs: 2}}       # inline run-config overrides (nested or dotted keys)
@@ -57,14 +57,13 @@ from delo.config import (
 )
 from delo.data.sessions import num_sessions
 from delo.sweep.grid import NAME, GridSpec, TrialSpec, expand_grid
-from delo.sweep.report import TABLES
+from delo.sweep.layouts import DELO, GENERIC, TABLES
 from delo.sweep.search import (
     SearchSpace,
     SearchSpec,
     asha_reduction_factor,
     asha_rungs,
     check_search,
-    describe_dist,
 )
 
 
@@ -99,7 +98,7 @@ class FailureSpec(_Strict):
 class SweepSpec(_Strict):
     name: str
     description: str = ""
-    table: Literal[TABLES] = "generic"
+    table: Literal[TABLES] = GENERIC.name
     base: BaseSpec = BaseSpec()
     grid: GridSpec | None = None
     search: SearchSpec | None = None
@@ -167,7 +166,7 @@ class Sweep:
         """Human-readable dry-run text: the grid's trials or the search space."""
         c = self.base_config
         # E and r are DeLo's keys; a comparator's own keys are in its trial lines / search space
-        method = f"E={c.model.E} r={c.model.r}" if c.model.method == "delo" else f"method={c.model.method}"
+        method = f"E={c.model.E} r={c.model.r}" if c.model.method == DELO else f"method={c.model.method}"
         head = [
             f"sweep {self.name!r} ({self.spec_path}) -> {self.experiment_dir}",
             (
@@ -206,7 +205,7 @@ class Sweep:
                 f"rungs {asha_rungs(self.num_tasks, s.scheduler.grace_period, rf)}"
             )
         for key, dist in s.space.items():
-            head.append(f"  {key:<20} {describe_dist(dist)}")
+            head.append(f"  {key:<20} {dist.describe()}")
         for point in s.points_to_evaluate:
             head.append(f"  first: {point}")
         return "\n".join(head)

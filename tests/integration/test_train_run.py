@@ -58,7 +58,7 @@ REPORT_KEYS = {
     "fg_seen",
     "bwt_seen",
     "key_acc",
-    "ap_seen_oracle",
+    "ap_seen_task_aware",
     "ap_seen_complete",
     "ap_seen_text_missing",
     "ap_seen_image_missing",
@@ -68,7 +68,7 @@ REPORT_KEYS = {
     *KEY_ACC_BY_MISSING,
     *(f"test_{k}" for k in KEY_ACC_BY_MISSING),
 }
-FINAL_KEYS = {"final_ap", "final_fg", "final_last", "final_bwt", "final_ap_oracle"}
+FINAL_KEYS = {"final_ap", "final_fg", "final_last", "final_bwt", "final_ap_task_aware"}
 
 
 def _cfg(*extra):
@@ -141,7 +141,7 @@ def test_same_seed_same_metrics(reference, tmp_path):
 @pytest.mark.slow
 def test_reusing_frozen_tasks_predictions_gives_the_same_matrices(reference, tmp_path):
     """eval.reuse_frozen (default) against forwarding every seen task in every row: every matrix of both
-    splits, task-agnostic and oracle, by missing type and task-key accuracy, is identical."""
+    splits, task-agnostic and task-aware, by missing type and task-key accuracy, is identical."""
     from delo.train import run_continual
 
     full = run_continual(_cfg("eval.reuse_frozen=false"), tmp_path / "full")
@@ -275,7 +275,7 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     assert {
         "val/ap_seen",
         "val/key_acc",
-        "oracle/ap_seen",
+        "task_aware/ap_seen",
         "train/loss",
         "val/final_ap",
         "test/final_ap",

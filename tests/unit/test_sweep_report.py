@@ -311,7 +311,7 @@ def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
     head = "| Method | AP ↑ | FG ↓ | task-aware AP | trainable | total | train s / task | eval s / task | n |"
     assert head + " paper AP / FG |" in md
     # delo: 72 ± 4.97 (as in the components test); 1000 trainable -> 1.0k; mean train 15 s, eval 5 s per task;
-    # no oracle rows stored here, so task-aware AP is "–"
+    # no task-aware rows stored here, so task-aware AP is "–"
     assert (
         "| DeLo (`delo`) | 72.00 ± 4.97 | 5.00 ± 0.00 | – | 1.0k | 2.00M | 15.0 | 5.0 | 3/3 | 67.42 / 9.41 |"
         in md
@@ -321,3 +321,28 @@ def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
     # mora - delo per seed: -4, -3, -5 (mean -4, s = 1, half 2.48: excludes 0)
     assert "## Paired differences vs `delo`" in md
     assert "| mora | -4.00 ± 2.48 † (n=3) | +1.00 ± 0.00 † (n=3) |" in md
+
+
+def test_a_trial_written_with_the_old_oracle_keys_is_summarized(tmp_path):
+    """Tune rows written before the task-aware keys were renamed (``*_oracle``) read as today's keys."""
+    exp = tmp_path / "methods"
+    _spec(exp, "methods")
+    for seed, aware in ((0, 80.0), (1, 82.0)):
+        name = f"delo_s{seed}_0000{seed}"
+        _grid_trial(exp, name, {"variant": "delo", "model.method": "delo"}, seed, 70.0, 5.0)
+        rows = [json.loads(line) for line in (exp / name / "result.json").read_text().splitlines()]
+        for row in rows:
+            row["ap_seen_oracle"] = aware
+        rows[-1].update(final_ap_oracle=aware, test_final_ap_oracle=aware - 1)
+        (exp / name / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    records = collect(exp)
+    assert records[0].last["final_ap_task_aware"] == 80.0 and records[0].last["ap_seen_task_aware"] == 80.0
+    assert records[0].last["test_final_ap_task_aware"] == 79.0
+    assert not any(k.endswith("_oracle") for r in records for k in r.last)
+    write_report(exp)
+    # task-aware AP: mean 81, s = √2, half-width t(0.975, 1) · √2 / √2 = 12.71
+    assert (
+        "| DeLo (`delo`) | 70.00 ± 0.00 | 5.00 ± 0.00 | 81.00 ± 12.71 |" in (exp / "results.md").read_text()
+    )
+    rows = list(csv.DictReader((exp / "results.csv").open()))
+    assert [r["final_ap_task_aware"] for r in rows] == ["80.0", "82.0"]

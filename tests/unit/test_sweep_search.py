@@ -172,3 +172,180 @@ def test_multi_objective_spec_problems(sets, problem):
 
     with pytest.raises(ConfigError, match=problem):
         load_sweep(ROOT / "sweeps/pareto.yaml", sets)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Each distribution owns its behaviour
+
+
+class _Trial:
+    """Records Optuna suggestions and answers each with a fixed value (``x`` for floats, ``low`` for ints)."""
+
+    def __init__(self, x=0.5):
+        self.x, self.calls = x, []
+
+    def suggest_int(self, name, low, high, log=False):
+        self.calls.append(("int", name, low, high, log))
+        return low
+
+    def suggest_float(self, name, low, high, log=False):
+        self.calls.append(("float", name, low, high, log))
+        return self.x
+
+    def suggest_categorical(self, name, values):
+        self.calls.append(("choice", name, values))
+        return values[-1]
+
+
+def _dist(**fields):
+    from pydantic import TypeAdapter
+
+    from delo.sweep.search import Distribution
+
+    return TypeAdapter(Distribution).validate_python(fields)
+
+
+# (key, entry, Optuna name, what it suggests, the value the fake trial turns into, dry-run text, TensorBoard
+# domain, run-config values at the ends)
+DISTRIBUTIONS = [
+    (
+        "model.E",
+        {"type": "int", "low": 4, "high": 32, "log": True},
+        "model.E",
+        ("int", "model.E", 4, 32, True),
+        4,
+        "int log [4, 32]",
+        (4, 32),
+        [4, 32],
+    ),
+    (
+        "loss.lambda1",
+        {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+        "loss.lambda1",
+        ("float", "loss.lambda1", 1e-3, 1.0, True),
+        0.5,
+        "float log [0.001, 1]",
+        (0.001, 1.0),
+        [0.001, 1.0],
+    ),
+    (
+        "train.lr",
+        {"type": "choice", "values": [0.1, 0.2]},
+        "train.lr",
+        ("choice", "train.lr", [0.1, 0.2]),
+        0.2,
+        "choice [0.1, 0.2]",
+        [0.1, 0.2],
+        [0.1, 0.2],
+    ),
+    (
+        "model.beta",
+        {"type": "one_minus", "low": 1e-3, "high": 0.1, "log": True},
+        "model.one_minus_beta",
+        ("float", "model.one_minus_beta", 1e-3, 0.1, True),
+        0.5,  # 1 - x
+        "1 - x, x log [0.001, 0.1]",
+        (0.9, 0.999),
+        [0.999, 0.9],
+    ),
+]
+
+
+@pytest.mark.parametrize("key,entry,name,call,value,text,domain,ends", DISTRIBUTIONS)
+def test_distribution_methods(key, entry, name, call, value, text, domain, ends):
+    d = _dist(**entry)
+    trial = _Trial()
+    space = SearchSpace({key: d}, base_E=16)
+    assert d.optuna_name(key) == name
+    assert d.sample(trial, key, {}, base_E=16) == value and trial.calls == [call]
+    assert d.describe() == text
+    assert d.hparams_domain(space) == pytest.approx(domain)
+    assert d.ends() == pytest.approx(ends)
+    assert d.corners(key, space) == [(f"search.space.{key}={v}", {key: v}) for v in d.ends()]
+    assert d.problems(key, {key: d}) == []
+    assert d.to_optuna(key, {key: value}, base_E=16) == pytest.approx(
+        0.5 if entry["type"] == "one_minus" else value
+    )
+
+
+def test_r_frac_reads_E():
+    d = _dist(type="r_frac")
+    E = _dist(type="int", low=4, high=32)
+    assert d.optuna_name("model.r") == "model.r_frac"
+    trial = _Trial(x=0.5)
+    # E = 16: r = min(15, 1 + floor(0.5 * 15)) = 8; without a drawn E the base's (8): 1 + floor(3.5) = 4
+    assert d.sample(trial, "model.r", {"model.E": 16}, base_E=8) == 8
+    assert d.sample(trial, "model.r", {}, base_E=8) == 4
+    assert trial.calls == [("float", "model.r_frac", 0.0, 1.0, False)] * 2
+    assert d.to_optuna("model.r", {"model.E": 16, "model.r": 4}, base_E=8) == pytest.approx(3.5 / 15)
+    assert d.to_optuna("model.r", {"model.r": 4}, base_E=8) == pytest.approx(3.5 / 7)
+    searched = SearchSpace({"model.r": d, "model.E": E}, base_E=8)
+    assert list(searched.space) == ["model.E", "model.r"]  # E first, so r reads the trial's E
+    assert d.hparams_domain(searched) == (1, 31)
+    assert d.hparams_domain(SearchSpace({"model.r": d}, base_E=8)) == (1, 7)
+    assert d.describe() == "r = min(E-1, 1 + floor(r_frac * (E-1))), r_frac uniform [0, 1]"
+    assert d.corners("model.r", searched) == [
+        ("search.space.model.r at E=4, r_frac=0", {"model.r": 1, "model.E": 4}),
+        ("search.space.model.r at E=4, r_frac=1", {"model.r": 3, "model.E": 4}),
+        ("search.space.model.r at E=32, r_frac=0", {"model.r": 1, "model.E": 32}),
+        ("search.space.model.r at E=32, r_frac=1", {"model.r": 31, "model.E": 32}),
+    ]
+    assert d.corners("model.r", SearchSpace({"model.r": d}, base_E=8))[-1] == (
+        "search.space.model.r at E=8, r_frac=1",
+        {"model.r": 7},
+    )
+    assert d.problems("model.r", {"model.E": E}) == []
+    assert d.problems("loss.lambda2", {"model.E": _dist(type="choice", values=[4, 8])}) == [
+        "type r_frac derives model.r only",
+        "r_frac needs model.E of type int (got choice)",
+    ]
+    assert d.point_problem("model.r", 4, 0.23) is None
+
+
+def test_distribution_problems_and_points_outside():
+    assert _dist(type="int", low=4.5, high=3).problems("model.E", {}) == [
+        "empty range low=4.5 >= high=3",
+        "int bounds must be whole numbers",
+    ]
+    assert _dist(type="float", low=0, high=1, log=True).problems("train.lr", {}) == [
+        "a log scale needs low > 0 (got 0)"
+    ]
+    assert _dist(type="one_minus", low=0, high=2).problems("model.beta", {}) == [
+        "one_minus draws x in (0, 1]; got [0, 2]"
+    ]
+    assert _dist(type="choice", values=[]).problems("train.lr", {}) == [
+        "choice needs a non-empty 'values' list"
+    ]
+    assert _dist(type="choice", values=[[1]]).problems("train.lr", {}) == [
+        "choice values must be plain numbers, strings, booleans or null"
+    ]
+    assert _dist(type="int", low=4, high=32).point_problem("model.E", 40, 40) == (
+        "model.E=40 lies outside the space [4, 32]"
+    )
+    assert _dist(type="one_minus", low=1e-3, high=0.1).point_problem("model.beta", 0.5, 0.5) == (
+        "model.beta=0.5 lies outside the space [0.001, 0.1]"
+    )
+    assert _dist(type="choice", values=[0.1, 0.2]).point_problem("train.lr", 0.3, 0.3) == (
+        "train.lr=0.3 is not one of [0.1, 0.2]"
+    )
+    assert _dist(type="float", low=0.1, high=1).point_problem("train.lr", 0.5, 0.5) is None
+
+
+def test_every_distribution_of_the_union_implements_its_behaviour():
+    """Adding a distribution is one class: everything the space, the checks and the dry run call is on it."""
+    import typing
+
+    from delo.sweep.search import Distribution
+
+    union = typing.get_args(typing.get_args(Distribution)[0])
+    assert {c.model_fields["type"].annotation.__args__[0] for c in union} == {
+        "int",
+        "float",
+        "choice",
+        "one_minus",
+        "r_frac",
+    }
+    examples = {k: entry for k, entry, *_ in DISTRIBUTIONS} | {"model.r": {"type": "r_frac"}}
+    space = SearchSpace({k: _dist(**e) for k, e in examples.items()}, base_E=16)
+    for key, d in space.space.items():
+        assert d.describe() and d.hparams_domain(space) is not None and d.corners(key, space)

@@ -42,7 +42,7 @@ def test_flatten_and_tags():
     assert tblog.metric_tag("ap_seen") == "val/ap_seen"
     assert tblog.metric_tag("final_ap") == "val/final_ap"
     assert tblog.metric_tag("test_final_ap") == "test/final_ap"
-    assert tblog.metric_tag("ap_seen_oracle") == "oracle/ap_seen"
+    assert tblog.metric_tag("ap_seen_task_aware") == "task_aware/ap_seen"
     assert tblog.metric_tag("train_loss_cls") == "train/loss_cls"
     assert tblog.metric_tag("task_time_s") == "time/task_s"
     assert tblog.metric_tag("train_time_s") == "time/train_s"
