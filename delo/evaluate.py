@@ -3,7 +3,7 @@
 :func:`evaluate_task` runs one task's split once, with both forwards per batch, and keeps per-sample outcomes;
 :class:`ResultBook` turns them into the result matrices of protocol.md §6 (R, its task-aware twin, task-key
 accuracy and the per-missing-type matrices) and the per-task report keys of ray-tune.md §4. The outcomes of one
-task are keyed by the model's forward (``agnostic``, ``oracle`` as in ``predict(batch, oracle=...)``); every
+task are keyed by the model's read-out (``agnostic``, ``task_aware`` as in ``predict(batch, task_aware=...)``); every
 matrix and report key of the task-aware read-out says ``task_aware`` (:data:`delo.metric_keys.TASK_AWARE`).
 :func:`format_summary` renders a finished run's ``result.json`` dict as a readable table.
 """
@@ -77,7 +77,7 @@ class Reuse:
     """One task's split after a row of evaluation: what a later row may reuse once the task is frozen."""
 
     inferred: np.ndarray  # (N,) the task each sample was routed to
-    outcomes: dict[str, TaskOutcomes]  # {"agnostic", "oracle"} of that row
+    outcomes: dict[str, TaskOutcomes]  # {"agnostic", "task_aware"} of that row
 
 
 def _collect(parts: dict[str, list[Tensor]]) -> dict[str, np.ndarray]:
@@ -88,17 +88,17 @@ def _collect(parts: dict[str, list[Tensor]]) -> dict[str, np.ndarray]:
 def evaluate_task(
     model, loader, classes: list[int], multilabel: bool, device: torch.device, reuse: Reuse | None = None
 ) -> tuple[dict[str, TaskOutcomes], Reuse]:
-    """Outcomes of one task's loader, ``{"agnostic": ..., "oracle": ...}``, and what a later row may reuse.
+    """Outcomes of one task's loader, ``{"agnostic": ..., "task_aware": ...}``, and what a later row may reuse.
 
     ``classes`` are the task's global label ids (its own columns for macro-F1). Task-agnostic forwards get the
-    batch without its ``task`` field. A sample whose inferred task is the true one gets exactly the oracle's
-    prediction (same pools, same head; nothing in the model mixes samples), so the oracle forward re-runs only
+    batch without its ``task`` field. A sample whose inferred task is the true one gets exactly the task-aware
+    prediction (same pools, same head; nothing in the model mixes samples), so the task-aware forward re-runs only
     the samples whose task was inferred wrongly: with working task keys evaluation costs one forward, not two.
 
-    ``reuse`` (the previous row of a task that is frozen since, ``model.frozen_after_task``): the oracle
+    ``reuse`` (the previous row of a task that is frozen since, ``model.frozen_after_task``): the task-aware
     outcomes are final, and a sample's agnostic outcome changes only if the Task-Key Memory now routes it to a
     different task. Only the expert-free key pass runs for every sample; a full forward runs for samples that
-    moved to a task other than their own (moving to their own task gives the oracle's outcome).
+    moved to a task other than their own (moving to their own task gives the task-aware outcome).
     """
     cols = torch.as_tensor(classes, device=device)
     agn: dict[str, list[Tensor]] = {}
@@ -112,18 +112,18 @@ def evaluate_task(
         with autocast(device):
             if reuse is None:
                 agnostic = model.predict(blind, task_aware=False)
-                oracle_scores = agnostic.scores.clone()  # (B, C_total)
+                aware_scores = agnostic.scores.clone()  # (B, C_total)
                 wrong = agnostic.task != batch["task"]  # (B,)
                 if wrong.any():
                     rerun = model.predict({k: v[wrong] for k, v in batch.items()}, task_aware=True)
-                    oracle_scores[wrong] = rerun.scores.to(oracle_scores.dtype)
+                    aware_scores[wrong] = rerun.scores.to(aware_scores.dtype)
                 task = agnostic.task
                 agn_rows = _rows(agnostic.scores, batch, cols, multilabel)
-                ora_rows = _rows(oracle_scores, batch, cols, multilabel)
+                ora_rows = _rows(aware_scores, batch, cols, multilabel)
             else:
                 task = model.infer_task(blind)  # (B,)
                 span = slice(start, start + n)
-                ora_rows = {k: torch.tensor(getattr(reuse.outcomes["oracle"], k)[span], device=device)
+                ora_rows = {k: torch.tensor(getattr(reuse.outcomes["task_aware"], k)[span], device=device)
                             for k in _row_names(multilabel)}  # fmt: skip
                 agn_rows = {k: torch.tensor(getattr(reuse.outcomes["agnostic"], k)[span], device=device)
                             for k in _row_names(multilabel)}  # fmt: skip
@@ -149,9 +149,9 @@ def evaluate_task(
         cells = np.zeros((0, len(classes)), dtype=bool)
         kw = {"positive": cells, "target": cells} if multilabel else {"hit": empty}
         outcomes = {mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw)
-                    for mode in ("agnostic", "oracle")}  # fmt: skip
+                    for mode in ("agnostic", "task_aware")}  # fmt: skip
         return outcomes, Reuse(np.zeros(0, dtype=np.int64), outcomes)
-    outcomes = {"agnostic": TaskOutcomes(**_collect(agn)), "oracle": TaskOutcomes(**_collect(ora))}
+    outcomes = {"agnostic": TaskOutcomes(**_collect(agn)), "task_aware": TaskOutcomes(**_collect(ora))}
     return outcomes, Reuse(torch.cat(inferred).cpu().numpy(), outcomes)
 
 
@@ -171,7 +171,7 @@ class ResultBook:
 
     def fill(self, j: int, i: int, outcomes: dict[str, TaskOutcomes]) -> None:
         """Entry (after task j, on task i) of every matrix."""
-        for mode, suffix in (("agnostic", ""), ("oracle", AWARE)):
+        for mode, suffix in (("agnostic", ""), ("task_aware", AWARE)):
             o = outcomes[mode]
             self.data[f"matrix{suffix}"][j][i] = o.score()
             for code, name in enumerate(metrics.MISSING_TYPES):

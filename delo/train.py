@@ -5,7 +5,7 @@
 1. ``model.begin_task(k)`` (fresh pools and head, seeded per task), a fresh AdamW over
    ``model.task_parameters(k)`` with linear warm-up then cosine to 0, stepped per iteration;
 2. one training pass per epoch over task k's train split only (task keys update inside the model's train pass);
-3. evaluation of tasks 1..k on ``cfg.eval.split`` (and test when ``cfg.eval.test``), task-agnostic and oracle;
+3. evaluation of tasks 1..k on ``cfg.eval.split`` (and test when ``cfg.eval.test``), task-agnostic and task-aware;
 4. a checkpoint of what changed (:mod:`delo.checkpoint`), TensorBoard, then ``on_task_end(metrics, ckpt_dir)``.
 
 A restarted run on the same ``out_dir`` resumes after the last completed task and ends with exactly the metrics

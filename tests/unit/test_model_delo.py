@@ -372,8 +372,8 @@ def test_evaluation_reruns_only_wrongly_keyed_samples_and_matches_full_oracle():
     assert wrong >= 2
     assert calls == [(False, 4), (True, wrong)]
     expected_hit = (full_oracle.scores.argmax(1) == batch["labels"]).numpy()
-    assert (out["oracle"].hit == expected_hit).all()
-    assert out["oracle"].key_hit.all()
+    assert (out["task_aware"].hit == expected_hit).all()
+    assert out["task_aware"].key_hit.all()
     assert (out["agnostic"].key_hit == (agnostic.task == batch["task"]).numpy()).all()
 
 
@@ -407,6 +407,6 @@ def test_reused_evaluation_forwards_only_rerouted_samples_and_equals_a_full_one(
     assert moved.any()
     elsewhere = moved & (again.inferred != batch["task"].numpy())
     assert calls == ([(True, again.inferred[elsewhere].tolist())] if elsewhere.any() else [])
-    for mode in ("agnostic", "oracle"):
+    for mode in ("agnostic", "task_aware"):
         for field in ("hit", "key_hit", "missing"):
             assert (getattr(out[mode], field) == getattr(full[mode], field)).all(), (mode, field)
