@@ -126,13 +126,17 @@ def summarize(argv: list[str] | None = None) -> int:
         return 2
 
     from delo.config import ConfigError
-    from delo.sweep.report import write_report
+    from delo.sweep.records import collect
+    from delo.sweep.report import mixed_code_warning, write_report
 
     try:
         paths = write_report(folder)
+        warning = mixed_code_warning(collect(folder))
     except ConfigError as exc:  # a damaged file in the folder: DamagedFileError names it and the remedy
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     for path in paths:
         print(path)
     return 0

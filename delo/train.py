@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from delo import checkpoint, runtime
+from delo import checkpoint, provenance, runtime
 from delo.atomic import atomic_write_json
 from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
@@ -189,6 +189,7 @@ class _Run:
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.ckpt_dir = checkpoint.checkpoint_dir(self.out_dir)
         self.started = time.perf_counter()
+        self.provenance = provenance.collect()  # which code, libraries, machine and command
         self.threads = runtime.set_threads(cfg.train.threads)
         self.device = runtime.resolve_device(cfg.train.device)
         self.state = checkpoint.load_state(self.ckpt_dir)
@@ -388,6 +389,7 @@ class _Run:
         if self.cfg.eval.test:
             result.update({f"test_{k}": v for k, v in self.books["test"].summary().items()})
         result["wall_time_s"] = round(self.elapsed(), 3)
+        result["provenance"] = provenance.finish(self.provenance)
         return result
 
 

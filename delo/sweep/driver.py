@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from delo import provenance
 from delo.config import ConfigError
 from delo.folderlock import FolderLock
 from delo.sweep.experiment import (
@@ -29,6 +30,7 @@ from delo.sweep.experiment import (
     has_experiment,
     has_tune_state,
     read_status,
+    record_launch,
     save_spec,
     trial_dirname,
     unfinished_count,
@@ -304,6 +306,7 @@ def _launch(
         if not restoring:
             save_spec(sweep)
             write_hparams_config(sweep)
+        record_launch(exp, provenance.collect())
         print(f"sweep {sweep.name}: {_size_text(sweep)} -> {exp}")
         print(
             f"TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1 --port 6006"

@@ -21,6 +21,7 @@ folder on restore and syncs them back up periodically, which would overwrite a f
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ RUNNER_CHECKPOINTS = "checkpoints"
 OPTUNA_DB = "optuna_study.db"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
+PROVENANCE_FILE = "provenance.json"
+"""The sweep folder's provenance: one block per launch of the driver (a --resume adds one)."""
 
 
 def optuna_storage_url(exp_dir: str | Path) -> str:
@@ -212,3 +215,29 @@ def has_experiment(exp_dir: Path) -> bool:
 def has_tune_state(exp_dir: Path) -> bool:
     """Tune wrote an experiment state (tuner.pkl alone is written at construction, before anything ran)."""
     return bool(list(Path(exp_dir).glob(TUNE_STATE_GLOB)))
+
+
+def record_launch(exp_dir: Path, block: dict[str, Any]) -> None:
+    """Append this driver launch's provenance (``delo.provenance.collect``) to the folder's PROVENANCE_FILE."""
+    path = Path(exp_dir) / PROVENANCE_FILE
+    launches = read_launches(exp_dir)
+    atomic_write_json(path, {"launches": [*launches, block]}, indent=2)
+
+
+def read_launches(exp_dir: Path) -> list[dict[str, Any]]:
+    """Every recorded launch of the sweep, first first ([] for a folder written before provenance existed)."""
+    path = Path(exp_dir) / PROVENANCE_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DamagedFileError(
+            path, reader_error(exc), "delete it: it only records who launched the sweep"
+        ) from None
+    launches = data.get("launches") if isinstance(data, dict) else None
+    if not isinstance(launches, list):
+        raise DamagedFileError(
+            path, "no 'launches' list", "delete it: it only records who launched the sweep"
+        )
+    return launches

@@ -46,6 +46,8 @@ class TrialRecord:
     test_matrix: list | None = None
     # mean seconds per task over the reported tasks: {"train": ..., "eval": ...} (empty before the first task)
     task_seconds: dict[str, float] = field(default_factory=dict)
+    # the runner's provenance of the trial (delo.provenance; None for trials written before it existed)
+    provenance: dict[str, Any] | None = None
 
     @property
     def completed(self) -> bool:
@@ -153,6 +155,7 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
     rec.params = run.get("params")
     rec.matrix = run.get("matrix")
     rec.test_matrix = run.get("test_matrix")
+    rec.provenance = run.get("provenance")
     return rec
 
 

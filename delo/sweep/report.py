@@ -16,9 +16,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+from delo import provenance
 from delo.atomic import atomic_write_text
 from delo.metric_keys import FINAL_AP, FINAL_FG, FINAL_KEYS, test_key
-from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, Status, read_saved_spec
+from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, Status, read_launches, read_saved_spec
 from delo.sweep.layouts import TableLayout, layout_of
 from delo.sweep.plots import write_plots
 from delo.sweep.records import (
@@ -46,7 +47,7 @@ def write_report(exp_dir: str | Path) -> list[Path]:
     paths = [write_csv(records, exp / RESULTS_CSV)]
     plots = write_plots(records, layout_of(spec.get("table")), exp)
     md = exp / RESULTS_MD
-    atomic_write_text(md, markdown(records, spec, [p.name for p in plots]))
+    atomic_write_text(md, markdown(records, spec, [p.name for p in plots], read_launches(exp)))
     return [*paths, md, *plots]
 
 
@@ -100,7 +101,31 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str]) -> str:
+def mixed_code_warning(records: list[TrialRecord]) -> str | None:
+    """One line naming the trials of each code version when the trials of this sweep ran different code or
+    library versions (e.g. a --resume after a git pull); None when they agree."""
+    groups = provenance.mixed({r.name: r.provenance for r in records if r.completed})
+    if not groups:
+        return None
+    by_trial = {r.name: r.provenance or {} for r in records}
+
+    def label(names: list[str]) -> str:
+        block = by_trial[names[0]]
+        commit = block.get("git_commit")
+        code = (
+            (commit[:12] + (" dirty" if block.get("git_dirty") else "")) if commit else "no commit recorded"
+        )
+        libs = ", ".join(f"{k} {v}" for k, v in (block.get("libraries") or {}).items() if v)
+        return f"[{code}; {libs or 'no versions recorded'}]: " + ", ".join(f"`{n}`" for n in names)
+
+    return "trials of this sweep ran different code or library versions: " + "; ".join(
+        label(g) for g in groups
+    )
+
+
+def markdown(
+    records: list[TrialRecord], spec: dict[str, Any], plots: list[str], launches: list[dict] | None = None
+) -> str:
     layout = layout_of(spec.get("table"))
     split = split_used(records)
     name = spec.get("name", "sweep")
@@ -118,6 +143,16 @@ def markdown(records: list[TrialRecord], spec: dict[str, Any], plots: list[str])
         "Mean ± half-width of the 95 % confidence interval over seeds (Student's t, n − 1 df); n = completed trials.",
         "",
     ]
+    if launches:
+        first = launches[0]
+        lines += ["## Provenance", "", *provenance.describe(first)]
+        if len(launches) > 1:
+            lines.append(f"- resumed {len(launches) - 1} time(s); last: `{' '.join(launches[-1].get('command') or [])}` "
+                         f"at {launches[-1].get('started')}")  # fmt: skip
+        lines.append("")
+    warning = mixed_code_warning(records)
+    if warning:
+        lines += [f"**Warning:** {warning}.", ""]
     lines += layout.rows(records, split)
     lines += _paired_section(records, layout, split)
     lines += ["", "## All trials", "", *_table_trials(records)]

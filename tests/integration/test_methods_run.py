@@ -28,7 +28,7 @@ def _cfg(method, *extra):
 
 
 def _comparable(result: dict) -> dict:
-    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history", "config")}
+    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history", "config", "provenance")}
     out["history"] = [{k: v for k, v in h.items() if not k.endswith("_time_s")} for h in result["history"]]
     return out
 

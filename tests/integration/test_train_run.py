@@ -43,6 +43,7 @@ RESULT_KEYS = {
     "params",
     "config",
     "wall_time_s",
+    "provenance",
     "test_ap",
     "test_fg",
     "test_matrix",
@@ -77,7 +78,7 @@ def _cfg(*extra):
 
 def _comparable(result: dict) -> dict:
     """A result without the wall-clock fields and the fault-injection knobs."""
-    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history")}
+    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history", "provenance")}
     out["config"] = {k: v for k, v in result["config"].items() if k != "debug"}
     out["history"] = [{k: v for k, v in h.items() if not k.endswith("_time_s")} for h in result["history"]]
     return out

@@ -25,7 +25,7 @@ def method_metrics(method: str, out_dir: Path) -> dict:
     cfg = load_config(PROFILE, overrides=[*OVERRIDES, f"model.method={method}"])
     prepare_data(cfg)
     result = run_continual(cfg, out_dir)
-    keep = {k: v for k, v in result.items() if k not in ("config", "history", "wall_time_s")}
+    keep = {k: v for k, v in result.items() if k not in ("config", "history", "wall_time_s", "provenance")}
     keep["history"] = [
         {k: v for k, v in row.items() if not k.endswith(VOLATILE)} for row in result["history"]
     ]

@@ -65,7 +65,7 @@ def _kill_tree(pids: list[int]) -> None:
 
 
 def _comparable(result: dict) -> dict:
-    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history")}
+    out = {k: v for k, v in result.items() if k not in ("wall_time_s", "history", "provenance")}
     out["history"] = [{k: v for k, v in h.items() if not k.endswith("_time_s")} for h in result["history"]]
     return out
 
