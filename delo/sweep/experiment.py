@@ -47,6 +47,7 @@ RUNNER_CHECKPOINTS = "checkpoints"
 OPTUNA_DB = "optuna_study.db"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
+RESULTS_TEX = "results.tex"
 PROVENANCE_FILE = "provenance.json"
 """The sweep folder's provenance: one block per launch of the driver (a --resume adds one)."""
 

@@ -19,7 +19,8 @@ from typing import Any
 from delo import provenance
 from delo.atomic import atomic_write_text
 from delo.metric_keys import FINAL_AP, FINAL_FG, FINAL_KEYS, test_key
-from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, Status, read_launches, read_saved_spec
+from delo.sweep import latex
+from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, RESULTS_TEX, Status, read_launches, read_saved_spec
 from delo.sweep.layouts import TableLayout, layout_of
 from delo.sweep.plots import write_plots
 from delo.sweep.records import (
@@ -48,7 +49,19 @@ def write_report(exp_dir: str | Path) -> list[Path]:
     plots = write_plots(records, layout_of(spec.get("table")), exp)
     md = exp / RESULTS_MD
     atomic_write_text(md, markdown(records, spec, [p.name for p in plots], read_launches(exp)))
-    return [*paths, md, *plots]
+    tex = exp / RESULTS_TEX
+    atomic_write_text(tex, latex_tables(records, spec))
+    return [*paths, md, tex, *plots]
+
+
+def latex_tables(records: list[TrialRecord], spec: dict[str, Any]) -> str:
+    """results.tex: the layout's tables and the paired differences of results.md, as booktabs LaTeX."""
+    layout = layout_of(spec.get("table"))
+    split = split_used(records)
+    seeds = sorted({r.seed for r in records if r.seed is not None and r.completed})
+    return latex.document(
+        [*layout.rows(records, split), *_paired_section(records, layout, split)], split, seeds
+    )
 
 
 def write_csv(records: list[TrialRecord], path: Path) -> Path:

@@ -127,7 +127,13 @@ def test_collect_statuses(tmp_path):
 def test_rank_factor_report(tmp_path):
     exp = _exp(tmp_path)
     paths = write_report(exp)
-    assert {p.name for p in paths} == {"results.csv", "results.md", "ap_grid.png", "best_matrix.png"}
+    assert {p.name for p in paths} == {
+        "results.csv",
+        "results.md",
+        "results.tex",
+        "ap_grid.png",
+        "best_matrix.png",
+    }
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert len(rows) == 5
     failed = next(r for r in rows if r["trial"] == "E16-r4_s1_00003")
@@ -224,7 +230,7 @@ def test_missing_grid_draws_ap_against_eta_per_type(tmp_path):
             _grid_trial(exp, f"t{n:05d}", over, 0, 80 - 20 * eta, 5.0)
             n += 1
     paths = {p.name: p for p in write_report(exp)}
-    assert set(paths) == {"results.csv", "results.md", "ap_missing.png", "best_matrix.png"}
+    assert set(paths) == {"results.csv", "results.md", "results.tex", "ap_missing.png", "best_matrix.png"}
     for name in ("ap_missing.png", "best_matrix.png"):
         assert_matplotlib_png(paths[name])
     assert "| text | 78.00 / 5.00 | 70.00 / 5.00 | 62.00 / 5.00 |" in (exp / "results.md").read_text()
@@ -280,7 +286,7 @@ def test_pareto_front_table_and_scatter(tmp_path):
     for n, (E, r, ap) in enumerate([(4, 2, 60.0), (16, 4, 70.0), (16, 8, 65.0), (32, 4, 69.0)]):
         _trial(exp, f"E{E}_r{r}_s0_0000{n}", E, r, 0, ap)
     paths = {p.name: p for p in write_report(exp)}
-    assert set(paths) == {"results.csv", "results.md", "pareto.png", "best_matrix.png"}
+    assert set(paths) == {"results.csv", "results.md", "results.tex", "pareto.png", "best_matrix.png"}
     for name in ("pareto.png", "best_matrix.png"):
         assert_matplotlib_png(paths[name])
     md = (exp / "results.md").read_text()
