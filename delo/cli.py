@@ -116,14 +116,26 @@ def sweep(argv: list[str] | None = None) -> int:
 
 
 def summarize(argv: list[str] | None = None) -> int:
-    """Rebuild a sweep's results.csv, results.md and plots from its folder: delo-summarize SWEEP_DIR."""
+    """Rebuild a sweep's results.csv, results.md, results.tex and plots from its folder: delo-summarize SWEEP_DIR.
+    With a second folder, compare two sweeps of the same grid: delo-summarize A B [--out FILE] writes B against A
+    (per cell both means and B - A with its 95 % CI, paired by seed)."""
     p = argparse.ArgumentParser(description=summarize.__doc__)
     p.add_argument("sweep_dir", help="the experiment folder, e.g. sweep_results/rank_factor")
+    p.add_argument(
+        "other",
+        nargs="?",
+        help="a second sweep folder of the same grid: compare it (B) against the first (A)",
+    )
+    p.add_argument("--out", help="where the comparison goes (default: B/comparison.md)")
     args = p.parse_args(argv)
-    folder = Path(args.sweep_dir)
-    if not folder.is_dir():
-        print(f"error: {folder}: no such sweep folder", file=sys.stderr)
-        return 2
+    folders = [Path(f) for f in (args.sweep_dir, args.other) if f is not None]
+    for folder in folders:
+        if not folder.is_dir():
+            print(f"error: {folder}: no such sweep folder", file=sys.stderr)
+            return 2
+    if args.other is not None:
+        return _compare(*folders, Path(args.out) if args.out else folders[1] / "comparison.md")
+    folder = folders[0]
 
     from delo.config import ConfigError
     from delo.sweep.records import collect
@@ -139,6 +151,21 @@ def summarize(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     for path in paths:
         print(path)
+    return 0
+
+
+def _compare(a: Path, b: Path, out: Path) -> int:
+    from delo.atomic import atomic_write_text
+    from delo.config import ConfigError
+    from delo.sweep.compare import comparison
+
+    try:
+        text = comparison(a, b)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(out, text)
+    print(out)
     return 0
 
 
