@@ -16,6 +16,7 @@ from delo import provenance
 from delo.metric_keys import FINAL_AP, FINAL_FG
 from delo.sweep.experiment import read_launches
 from delo.sweep.records import (
+    EXCLUDES_ZERO,
     TrialRecord,
     collect,
     excludes_zero,
@@ -26,8 +27,6 @@ from delo.sweep.records import (
     paired_difference,
     split_used,
 )
-
-EXCLUDES_ZERO = "†"
 
 
 def welch(a: list[float], b: list[float], level: float = 0.95) -> tuple[float | None, float | None]:

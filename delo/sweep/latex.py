@@ -25,17 +25,28 @@ SYMBOLS = {
     "≥": r"$\geq$",
     "≤": r"$\leq$",
     "…": r"\ldots{}",
+    "Δ": r"$\Delta$",
+    "§": r"\S{}",
+    "✓": r"$\surd$",
+    "β": r"$\beta$",
+    "α": r"$\alpha$",
+    "·": r"$\cdot$",
+    "≈": r"$\approx$",
 }
 SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}  # fmt: skip
 
 
 def escape(text: str) -> str:
-    """Plain text -> LaTeX: specials escaped, `code` as \\texttt, the report's symbols as math."""
+    """Plain text -> LaTeX: specials escaped, `code` as \\texttt, the report's symbols as math; any other non-ASCII
+    character is refused (a stock LaTeX would stop on it), naming it."""
     out = []
     for i, part in enumerate(text.split("`")):
         body = "".join(SPECIALS.get(ch, ch) for ch in part)
         body = "".join(SYMBOLS.get(ch, ch) for ch in body)
+        unknown = sorted({ch for ch in body if ord(ch) > 127})
+        if unknown:
+            raise ValueError(f"no LaTeX for {unknown} in {text!r}: add it to delo.sweep.latex.SYMBOLS")
         out.append(rf"\texttt{{{body}}}" if i % 2 else body)
     return "".join(out).replace("**", "")
 

@@ -18,11 +18,14 @@ from delo.atomic import atomic_write
 from delo.metric_keys import FINAL_AP, FINAL_FG
 from delo.sweep.layouts import TableLayout
 from delo.sweep.records import (
+    EXCLUDES_ZERO,
     TrialRecord,
     best_trial,
+    excludes_zero,
     groups,
     mean_ci,
     metric,
+    paired_difference,
     params_of,
     pareto_front,
     split_used,
@@ -40,7 +43,7 @@ def write_plots(records: list[TrialRecord], layout: TableLayout, exp: Path) -> l
     if not any(r.completed for r in records):
         return []
     split = split_used(records)
-    return [path for figure in layout.figures for path in FIGURES[figure](records, split, exp)]
+    return [path for figure in layout.figures for path in FIGURES[figure](records, split, exp, layout)]
 
 
 def _optuna_figures(exp: Path) -> list[Path]:
@@ -151,35 +154,68 @@ def _cell_text(mean: float | None, half: float | None, n: int) -> str:
 # Figures
 
 
-def _heatmap_er(records: list[TrialRecord], split: str):
+def colour_range(
+    means: dict[str, float], halves: dict[str, float | None], reference: str | None
+) -> tuple[float, float, str]:
+    """(vmin, vmax, what the range is) of a figure that encodes means by colour, on a scale that means something:
+    centred on the reference row's mean, ± the larger of the widest 95 % CI half-width and the largest distance
+    of a mean from the reference, so cells whose intervals overlap the reference's look alike and a real
+    difference spans the scale. Without a reference row: the mean of the cells ± the same width."""
+    centre = means[reference] if reference in means else sum(means.values()) / len(means)
+    widest = max((h for h in halves.values() if h is not None), default=0.0)
+    spread = max(abs(m - centre) for m in means.values())
+    width = max(widest, spread, 0.5)  # 0.5 AP: a floor for a grid of identical means
+    what = f"reference `{reference}`" if reference in means else "mean of the cells"
+    return centre - width, centre + width, f"{what} {centre:.2f} ± {width:.2f}"
+
+
+def _heatmap_er(records: list[TrialRecord], split: str, layout: TableLayout):
     import numpy as np
 
     cells: dict[tuple[int, int], tuple[float | None, float | None, int]] = {}
-    for recs in groups(records).values():
-        cells[(recs[0].cfg("model.E"), recs[0].cfg("model.r"))] = _stats(recs, FINAL_AP, split)
+    labels: dict[tuple[int, int], str] = {}
+    for label, recs in groups(records).items():
+        key = (recs[0].cfg("model.E"), recs[0].cfg("model.r"))
+        cells[key], labels[key] = _stats(recs, FINAL_AP, split), label
     Es, rs = sorted({k[0] for k in cells}), sorted({k[1] for k in cells})
     grid = np.full((len(Es), len(rs)), np.nan)
     for (E, r), (mean, _, _) in cells.items():
         if mean is not None:
             grid[Es.index(E), rs.index(r)] = mean
+    reference = layout.reference_group(records)
+    by_label = groups(records)
+    means = {labels[k]: c[0] for k, c in cells.items() if c[0] is not None}
+    vmin, vmax, what = colour_range(means, {labels[k]: c[1] for k, c in cells.items()}, reference)
     fig = _figure(max(4.0, 1.3 * len(Es) + 2.2))
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", aspect="auto")
-    finite = grid[np.isfinite(grid)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", vmin=vmin, vmax=vmax, aspect="auto")
     for (E, r), (mean, half, n) in cells.items():
         i, j = Es.index(E), rs.index(r)
-        light = mean is not None and mean < middle  # dark cells of viridis need white text
-        ax.text(j, i, _cell_text(mean, half, n), ha="center", va="center", fontsize=12,
-                color="white" if light else "black")  # fmt: skip
+        text = _cell_text(mean, half, n)
+        if reference is not None and labels[(E, r)] != reference:
+            diff, diff_half, _ = paired_difference(
+                by_label[labels[(E, r)]], by_label[reference], FINAL_AP, split
+            )
+            if excludes_zero(diff, diff_half):
+                text += f"\n{EXCLUDES_ZERO} vs ref"
+        elif labels[(E, r)] == reference:
+            text += "\n(reference)"
+        strong = mean is not None and abs(mean - (vmin + vmax) / 2) > 0.6 * (vmax - vmin) / 2
+        ax.text(j, i, text, ha="center", va="center", fontsize=11,
+                color="white" if strong else "black")  # fmt: skip
     ax.set_xticks(range(len(rs)), [str(r) for r in rs])
     ax.set_yticks(range(len(Es)), [str(E) for E in Es])
-    ax.set_xlabel("rank r (factors selected per input)")
     ax.set_ylabel("number of factors E")
     ax.set_title(
         f"Final AP (%, {split} split) over E × r: mean ± 95 % CI half-width (Student t), {seeds_text(records)}"
     )
     fig.colorbar(image, ax=ax, label=f"mean final AP (%, {split})")
+    ax.set_xlabel(
+        "rank r (factors selected per input)\n"
+        f"colour scale: {what} (the widest 95 % CI half-width or the farthest mean, whichever is larger)\n"
+        f"{EXCLUDES_ZERO}: the paired 95 % interval of the difference to the reference excludes 0",
+        fontsize=9,
+    )
     return fig
 
 
@@ -316,26 +352,28 @@ def _finite(value: Any) -> float:
 
 
 def _png(filename: str, draw: Callable[[list[TrialRecord], str], Any]) -> FigureWriter:
-    return lambda records, split, exp: [_save(draw(records, split), exp / filename)]
+    return lambda records, split, exp, layout: [_save(draw(records, split), exp / filename)]
 
 
-def _best_matrix(records: list[TrialRecord], split: str, exp: Path) -> list[Path]:
+def _best_matrix(records: list[TrialRecord], split: str, exp: Path, layout: TableLayout) -> list[Path]:
     best = best_trial(records)
     if best is None or not (best.matrix or best.test_matrix):
         return []
     return [_save(_matrix(best, split), exp / "best_matrix.png")]
 
 
-FigureWriter = Callable[[list[TrialRecord], str, Path], list[Path]]
-"""(records, split, experiment folder) -> the PNGs written."""
+FigureWriter = Callable[[list[TrialRecord], str, Path, TableLayout], list[Path]]
+"""(records, split, experiment folder, the sweep's layout) -> the PNGs written."""
 FIGURES: dict[str, FigureWriter] = {
-    "ap_grid": _png("ap_grid.png", _heatmap_er),
+    "ap_grid": lambda records, split, exp, layout: [
+        _save(_heatmap_er(records, split, layout), exp / "ap_grid.png")
+    ],
     "ap_missing": _png("ap_missing.png", _missing_lines),
     "ap_fg": _png("ap_fg.png", _bar_chart),
     "ap_fg_top": _png("ap_fg.png", lambda records, split: _bar_chart(records, split, top=12)),
     "pareto": _png("pareto.png", lambda records, split: _pareto_scatter(records)),
     "best_matrix": _best_matrix,
-    "optuna": lambda records, split, exp: _optuna_figures(exp),
+    "optuna": lambda records, split, exp, layout: _optuna_figures(exp),
 }
 """A layout's figure names -> how each is drawn: E x r heatmap, AP against η per missing type, AP / FG bars per
 group (the top 12 for a search), the Pareto scatter, the best trial's matrix, Optuna's own views."""

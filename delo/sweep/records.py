@@ -248,6 +248,10 @@ def paired_difference(
     return mean, half, len(_present(diffs))
 
 
+EXCLUDES_ZERO = "†"
+"""Marks a difference whose 95 % interval excludes 0 (results.md, results.tex, comparisons, figures)."""
+
+
 def excludes_zero(mean: float | None, half: float | None) -> bool:
     """Whether the interval mean ± half misses 0 (needs an interval, i.e. at least two pairs)."""
     return mean is not None and half is not None and abs(mean) > half

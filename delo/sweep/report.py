@@ -24,6 +24,7 @@ from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, RESULTS_TEX, Status, 
 from delo.sweep.layouts import TableLayout, layout_of
 from delo.sweep.plots import write_plots
 from delo.sweep.records import (
+    EXCLUDES_ZERO,
     TrialRecord,
     collect,
     excludes_zero,
@@ -176,10 +177,6 @@ def markdown(
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
-
-
-EXCLUDES_ZERO = "†"
-"""Marks a paired difference whose 95 % interval excludes 0."""
 
 
 def _fmt_diff(mean: float | None, half: float | None, n: int) -> str:
