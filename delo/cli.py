@@ -98,7 +98,24 @@ def sweep(argv: list[str] | None = None) -> int:
         "--dashboard-port", type=int, default=8265, help="local Ray dashboard port on 127.0.0.1 (0: none)"
     )
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    cost = p.add_mutually_exclusive_group()
+    cost.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --dry-run: estimate each trial's time from a few measured steps of the base config here",
+    )
+    cost.add_argument(
+        "--estimate-from",
+        metavar="DIR",
+        help="with --dry-run: estimate each trial's time from an earlier sweep folder's measured trial times",
+    )
     args = p.parse_args(argv)
+    if (args.calibrate or args.estimate_from) and not args.dry_run:
+        print(
+            "error: --calibrate and --estimate-from go with --dry-run (they estimate, nothing runs)",
+            file=sys.stderr,
+        )
+        return 2
 
     from delo.sweep.driver import launch
 
@@ -112,6 +129,8 @@ def sweep(argv: list[str] | None = None) -> int:
         storage=args.storage,
         dashboard_port=args.dashboard_port,
         num_cpus=args.num_cpus,
+        calibrate=args.calibrate,
+        estimate_from=args.estimate_from,
     )
 
 

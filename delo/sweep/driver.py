@@ -259,6 +259,8 @@ def _launch(
     storage: str | None = None,
     dashboard_port: int = 8265,
     num_cpus: int | None = None,
+    calibrate: bool = False,
+    estimate_from: str | None = None,
     run_fn: RunFn | None = None,
     check_inputs: bool = True,
     progress_interval_s: float = 20.0,
@@ -274,7 +276,18 @@ def _launch(
     try:
         sweep = load_sweep(spec, sets, profile=profile, storage=storage)
         if dry_run:
-            print(dry_run_text(sweep))
+            print(dry_run_text(sweep), flush=True)
+            if calibrate or estimate_from:
+                from delo.sweep import estimate
+
+                if estimate_from and not Path(estimate_from).is_dir():
+                    raise ConfigError(f"--estimate-from {estimate_from}: no such sweep folder")
+                costs = (
+                    estimate.from_sweep(Path(estimate_from))
+                    if estimate_from
+                    else estimate.calibrate(sweep.base_config)
+                )
+                print(estimate.estimate_text(sweep, costs, num_cpus))
             return 0
         exp = sweep.experiment_dir
         held.enter_context(FolderLock(exp, "sweep", "give this sweep another --storage or spec name"))
