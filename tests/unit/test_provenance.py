@@ -59,3 +59,32 @@ def test_describe_says_commit_hardware_and_command():
         if block["git_commit"]
         else ("not from a checkout" in text)
     )
+
+
+def test_an_installed_copy_outside_a_checkout_records_no_commit(tmp_path):
+    """The package as a wheel installs it (a folder with no .git above it): the git fields are None, the rest is
+    recorded, and nothing fails."""
+    import json
+    from pathlib import Path
+
+    package = Path(provenance.__file__).resolve().parent
+    shutil.copytree(
+        package, tmp_path / "site" / "delo", ignore=shutil.ignore_patterns("__pycache__", "assets")
+    )
+    code = (
+        "import json, delo; from delo import provenance; "
+        "print(json.dumps({'file': delo.__file__, 'block': provenance.collect(['x'])}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    seen = json.loads(out)
+    assert Path(seen["file"]).is_relative_to(tmp_path)  # the copy ran, not this checkout
+    block = seen["block"]
+    assert block["git_commit"] is None and block["git_dirty"] is None
+    assert block["package_version"] == "0.1.0" and block["command"] == ["x"]
