@@ -40,19 +40,25 @@ def train(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config or DEFAULT_PROFILE, args.overrides)
         from delo.data import prepare_data
-        from delo.folderlock import FolderLock
+        from delo.folderlock import FolderLock, remove_if_only_lock
         from delo.vilt.backbone import check_backbone_available
 
         check_backbone_available(cfg.model.backbone)
+        prepare_data(cfg)  # every input is checked before the run folder exists (a refusal leaves nothing)
         out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        created = not out.exists()
         # one writer per folder: a second run on it would mix its checkpoints and result.json with this one's
         with FolderLock(out, "run", "use another --out"):
-            prepare_data(cfg)
             print(
                 f"run folder: {out}  (config hash {cfg.hash()}, {runtime.available_cpus()} CPUs)",
                 file=sys.stderr,
             )
-            result = run_continual(cfg, out, progress=True)
+            try:
+                result = run_continual(cfg, out, progress=True)
+            except (ConfigError, FileNotFoundError):
+                if created:  # refused before anything was written: no folder with a lock file alone
+                    remove_if_only_lock(out)
+                raise
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

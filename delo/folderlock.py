@@ -98,3 +98,12 @@ def _read(fd: int) -> dict[str, Any]:
     except (OSError, ValueError):
         return {"pid": "?", "host": "?", "started": "?"} if os.fstat(fd).st_size else {}
     return data if isinstance(data, dict) else {}
+
+
+def remove_if_only_lock(folder: str | Path) -> None:
+    """Remove a folder that holds nothing but its lock file: what a run or sweep refused after taking the lock
+    would otherwise leave behind. A folder with anything else in it is left as it is."""
+    folder = Path(folder)
+    if folder.is_dir() and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+        (folder / LOCK_FILE).unlink()
+        folder.rmdir()

@@ -22,7 +22,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from delo import provenance
 from delo.config import ConfigError
-from delo.folderlock import FolderLock
+from delo.folderlock import FolderLock, remove_if_only_lock
 from delo.sweep.experiment import (
     OPTUNA_DB,
     Status,
@@ -290,7 +290,10 @@ def _launch(
                 print(estimate.estimate_text(sweep, costs, num_cpus))
             return 0
         exp = sweep.experiment_dir
+        created = not exp.exists()
         held.enter_context(FolderLock(exp, "sweep", "give this sweep another --storage or spec name"))
+        if created:  # a refusal below (bad data, no backbone) leaves no folder holding a lock file alone
+            held.callback(remove_if_only_lock, exp)
         if resume:
             check_resumable(sweep)
         elif has_experiment(exp):
