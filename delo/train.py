@@ -117,6 +117,7 @@ def train_task(
     """
     total = steps_per_task(cfg, len(loader))
     opt, sched = make_optimizer(model, task, cfg, total)
+    clipped = model.task_parameters(task) if model.max_grad_norm is not None else None
     # only methods that route inputs have routing dynamics to measure
     diagnose = tb is not None and probe is not None and isinstance(model, RoutingDiagnostics)
     dynamics = model.training_dynamics(task, probe, cfg.debug.diagnostics_every) if diagnose else None
@@ -147,6 +148,8 @@ def train_task(
             loss.backward()
             if dynamics is not None:
                 dynamics.after_backward(out)
+            if clipped is not None:  # the method's reference clips (ContinualMethod.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(clipped, model.max_grad_norm)
             opt.step()
             sched.step()
             for part, value in {"total": loss, **out.parts}.items():

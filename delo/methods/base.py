@@ -2,8 +2,9 @@
 
 ``delo.train`` and ``delo.evaluate`` talk to a model only through :class:`ContinualMethod`; DeLo
 (:class:`delo.methods.delo.model.DeLoModel`) and every comparator subclass it. The frozen ViLT is always
-``self.vilt`` (``requires_grad`` False, eval mode); a method adds its own trainable tensors around it and gets
-its per-task heads (:class:`~delo.methods.heads.TaskHeads`) from here.
+``self.vilt`` (``requires_grad`` False, eval mode; a method whose reference trains ViLT's pooler, MAP / MSP, turns
+it back on and owns it as its tensor); a method adds its own trainable tensors around it and gets its heads from
+here (:class:`~delo.methods.heads.TaskHeads` by default, or the :class:`~delo.methods.heads.Heads` it passes).
 
 Task lifecycle, called by the runner for k = 0, 1, ...:
 ``begin_task(k, num_classes, offset)`` (one implementation, here: record the task, freeze what earlier tasks own,
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from delo.methods.heads import Prediction, TaskHeads
+from delo.methods.heads import Heads, Prediction, TaskHeads
 
 if TYPE_CHECKING:
     from delo.config import RunConfig
@@ -61,18 +62,25 @@ class ContinualMethod(nn.Module, ABC):
     frozen_after_task: bool = False
     """True when task k's tensors never change after task k (the evaluator may then reuse predictions and needs
     ``infer_task``), and begin_task freezes all of an earlier task's tensors; False for methods whose shared
-    tensors keep training (begin_task then freezes earlier heads only)."""
+    tensors keep training (begin_task then freezes only what the heads' own rule freezes: an earlier per-task
+    head, never a shared classifier)."""
 
     head_first: bool = True
     """Order of task k's random draws in ``begin_task``: the head before the method's own tensors (True) or after
     (False). Part of a run's identity: changing it changes every number a seed gives."""
+
+    max_grad_norm: float | None = None
+    """When set, the runner clips the gradient of task k's parameters (``task_parameters(k)``) to this total L2
+    norm after every backward, before the optimiser step (``torch.nn.utils.clip_grad_norm_``); None: no clipping.
+    A method sets it from its config where its reference code clips (L2P, DualPrompt: 1.0)."""
 
     @classmethod
     def from_config(cls, vilt: nn.Module, cfg: RunConfig, multilabel: bool) -> ContinualMethod:
         """The model of ``cfg`` (a method whose loss reads a top-level section, as DeLo's ``loss``, overrides)."""
         return cls(vilt, cfg.model, multilabel)
 
-    def __init__(self, vilt: nn.Module, multilabel: bool) -> None:
+    def __init__(self, vilt: nn.Module, multilabel: bool, heads: Heads | None = None) -> None:
+        """``heads``: the method's classifier (default :class:`TaskHeads`, one linear head per task)."""
         super().__init__()
         if getattr(vilt, "pooler", None) is None:
             raise ValueError(
@@ -81,7 +89,7 @@ class ContinualMethod(nn.Module, ABC):
         self.vilt = vilt.eval().requires_grad_(False)
         self.multilabel = multilabel
         self.hidden = vilt.config.hidden_size
-        self.heads = TaskHeads(self.hidden)
+        self.heads = TaskHeads(self.hidden) if heads is None else heads
         self.num_classes: list[int] = []
         self.offsets: list[int] = []
 
@@ -124,7 +132,8 @@ class ContinualMethod(nn.Module, ABC):
 
     def begin_task(self, k: int, num_classes: int, offset: int) -> None:
         """Record task k (in order, contiguous label ids), freeze what earlier tasks own, add task k's tensors and
-        head."""
+        head. Freezing: every earlier task's own tensors when ``frozen_after_task``; the head's rule
+        (``heads.freeze(j)``: a per-task head is frozen, a shared classifier is not) either way."""
         if k != self.num_tasks:
             raise ValueError(f"tasks begin in order: expected task {self.num_tasks}, got {k}")
         if offset != sum(self.num_classes):
@@ -134,8 +143,10 @@ class ContinualMethod(nn.Module, ABC):
         self.num_classes.append(num_classes)
         self.offsets.append(offset)
         for j in range(k):
-            for p in self.task_parameters(j) if self.frozen_after_task else self.heads.parameters_of(j):
-                p.requires_grad_(False)
+            if self.frozen_after_task:
+                for p in self.adapter_groups(j).all():
+                    p.requires_grad_(False)
+            self.heads.freeze(j)
         like = self.vilt.pooler.dense.weight
         if self.head_first:
             self.heads.add(num_classes, like)

@@ -2,7 +2,6 @@
 the method layer that is meant to keep behaviour keeps every number, down to the last float of the training
 loss."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pins"))
 import pin_methods  # noqa: E402
 
-PINNED = json.loads(pin_methods.PINS.read_text())
+PINNED = pin_methods.load_pins()
 
 
 def test_every_method_is_pinned():

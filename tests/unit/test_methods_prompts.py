@@ -6,6 +6,7 @@ from tiny_vilt import tiny_vilt
 
 from delo.config import ModelConfig, RunConfig
 from delo.methods import build_method
+from delo.methods.heads import TaskHeads
 from delo.methods.prompts.hooks import PromptHooks, Prompts, paper_layers
 
 D = 32  # tiny_vilt hidden size
@@ -164,15 +165,31 @@ def test_paper_layers_scale_to_the_backbone():
 # -- shared contract checks ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["map", "msp", "l2p", "dualprompt", "rebq"])
-def test_state_round_trip_and_earlier_heads_frozen(method):
-    model = make(method)
+PROTOCOLS = [
+    ("map", {}),
+    ("map", {"head": "linear", "head_logits": "own", "train_pooler": False}),
+    ("msp", {}),
+    ("msp", {"head": "linear", "head_logits": "own", "train_pooler": False}),
+    ("l2p", {}),
+    ("dualprompt", {}),
+    ("rebq", {}),
+    ("rebq", {"mode": "paper"}),
+]
+
+
+@pytest.mark.parametrize(("method", "section"), PROTOCOLS)
+def test_state_round_trip_and_earlier_heads_frozen(method, section):
+    model = make(method, **section)
     train(model, 0)
     model.begin_task(1, 3, 3)
-    head0 = [p.detach().clone() for p in model.heads.heads[0].parameters()]
+    head0 = {n: p.detach().clone() for n, p in model.heads.named_tensors(0).items()}
     train(model, 1)
-    assert all(torch.equal(a, b) for a, b in zip(head0, model.heads.heads[0].parameters(), strict=True))
-    fresh = make(method, tasks=0)
+    after = model.heads.named_tensors(0)
+    if isinstance(model.heads, TaskHeads):  # a per-task head is frozen once the next task begins
+        assert all(torch.equal(head0[n], after[n]) for n in head0)
+    else:  # MAP's one MLP classifier keeps training, old rows included
+        assert not torch.equal(head0["head.rows.0.weight"], after["head.rows.0.weight"])
+    fresh = make(method, tasks=0, **section)
     for k in range(2):
         torch.manual_seed(7)
         fresh.begin_task(k, 3, 3 * k)
@@ -197,7 +214,7 @@ def test_map_prompt_is_chosen_by_missing_type(position):
 
 
 def test_map_shared_prompts_keep_training_and_counts():
-    model = make("map")
+    model = make("map", head="linear", train_pooler=False)
     train(model, 0)
     model.begin_task(1, 3, 3)
     before = model.prompts.detach().clone()
@@ -210,6 +227,21 @@ def test_map_shared_prompts_keep_training_and_counts():
         "adapters_per_task": prompts,
         "trainable": prompts + head(),
         "total": backbone_params(model) + prompts + 2 * head(),
+    }
+
+
+def mlp_head(tasks):
+    """MAP's classifier: Linear(d, 2d), LayerNorm(2d), then 3 rows of 2d + bias per task."""
+    return D * 2 * D + 2 * D + 2 * 2 * D + tasks * (2 * D * 3 + 3)
+
+
+def test_map_protocol_counts_the_pooler_and_the_shared_classifier():
+    model = make("map", tasks=2)
+    prompts, pooler = 3 * len(model.layers) * 16 * D, D * D + D
+    assert model.parameter_counts() == {
+        "adapters_per_task": prompts + pooler,
+        "trainable": prompts + pooler + mlp_head(2),
+        "total": backbone_params(model) + prompts + mlp_head(2),
     }
 
 
@@ -228,7 +260,7 @@ def test_msp_prompts_follow_present_modalities_and_orthogonality_has_gradient():
     orthogonality_loss(model.prompts).backward()
     assert model.prompts.grad[0].abs().sum() > 0 and model.prompts.grad[1].abs().sum() > 0
     layers = len(model.layers)
-    assert model.parameter_counts()["trainable"] == 2 * layers * 16 * D + head()
+    assert model.parameter_counts()["trainable"] == 2 * layers * 16 * D + D * D + D + mlp_head(1)
 
 
 # -- L2P -------------------------------------------------------------------------------------------------------
@@ -264,7 +296,7 @@ def test_l2p_readout_reads_the_prompt_outputs():
 
 
 def test_dualprompt_key_loss_and_e_prompt_selection():
-    model = make("dualprompt", tasks=2)
+    model = make("dualprompt", tasks=2, e_init="uniform")  # two different E-prompts
     batch = make_batch([0, 1, 2, 0])
     model.zero_grad(set_to_none=True)
     _, aux = model._features(batch, train_task=1, task=None)
@@ -293,7 +325,7 @@ def test_dualprompt_earlier_e_prompt_frozen_and_counts():
     assert torch.equal(e0, model.e_prompts[0]) and torch.equal(k0, model.e_keys[0])
     assert not torch.equal(g, model.g_prompt)  # shared G-prompt keeps training
     gl, el = len(model.g_layers), len(model.e_layers)
-    assert model.parameter_counts()["trainable"] == gl * 2 * 5 * D + el * 2 * 20 * D + D + head()
+    assert model.parameter_counts()["trainable"] == gl * 2 * 5 * D + el * 2 * 5 * D + D + head()
 
 
 # -- RebQ ------------------------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@ class MoRAConfig(Section):
     coupling: Literal["gram", "none"] = "gram"
     """Modality-common update of the text path A G^v A^T and of the vision path B G^t B^T (`gram`, the paper), or
     the ablation `none`: A A^T and B B^T, no gradient crosses modalities through the common factors."""
+    targets: Literal["model", "qv"] = "model"
+    """Linears adapted in each layer: `model` (ours) DeLo's `model.targets` (q, k, v), so the comparison isolates
+    the adapter design; `qv` the release's Food101 targets (configs/experiment/mora_food101.yaml: q_proj, v_proj;
+    its base config adapts k, v). With `first_layer=10` this is the release's placement."""
     first_layer: int = Field(0, ge=0)
     """Adapt the `model.targets` linears of encoder layers >= first_layer only (0: every layer, as DeLo; the
     authors adapt CLIP's last two layers, 10 and 11 of 12)."""

@@ -39,6 +39,8 @@ from delo.vilt.key_site import KeySite
 from delo.vilt.task_keys import TaskKeyMemory
 
 VISION, TEXT = 0, 1  # path index, in the order of DeLo's [q_v, q_t]
+# ``model.mora.targets=qv``: the release's Food101 targets (q_proj, v_proj) as ViLT's linear suffixes
+RELEASE_TARGETS = ("attention.attention.query", "attention.attention.value")
 _LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
 
 
@@ -190,8 +192,9 @@ class MoRALinear(WrappedLinear):
 
 
 class MoRAModel(ContinualMethod):
-    """One MoRA per task on the frozen ViLT's ``model.targets`` (layers >= ``model.mora.first_layer``), per-task
-    heads, and DeLo's Task-Key Memory for task-agnostic inference.
+    """One MoRA per task on the frozen ViLT's ``model.targets`` (or, with ``model.mora.targets=qv``, the release's
+    q and v) of layers >= ``model.mora.first_layer``, per-task heads, and DeLo's Task-Key Memory for
+    task-agnostic inference.
 
     Context modes: ``train`` (every sample on task k; the key query updates key k), ``agnostic`` (each sample's
     task from the Task-Key Memory), ``task_aware`` (each sample's true task), ``keys`` (adapter-free pass to the key
@@ -216,14 +219,15 @@ class MoRAModel(ContinualMethod):
         self._key_site = KeySite(vilt, self._slot, self.tkm, cfg.tkm_layer)
         # Each encoder layer's per-task common factors, created before the linears that share them.
         self.common = nn.ModuleDict({str(i): nn.ModuleList() for i in range(mora.first_layer, num_layers)})
+        suffixes = cfg.targets if mora.targets == "model" else RELEASE_TARGETS
         targets = tuple(
-            f"encoder.layer.{i}.{t}" for i in range(mora.first_layer, num_layers) for t in cfg.targets
+            f"encoder.layer.{i}.{t}" for i in range(mora.first_layer, num_layers) for t in suffixes
         )
 
         def wrap(name: str, linear: nn.Linear) -> MoRALinear:
             return MoRALinear(linear, name, self._slot, mora, self.common[str(encoder_layer(name))])
 
-        self.site_names = inject(vilt, targets if mora.first_layer > 0 else cfg.targets, wrap)
+        self.site_names = inject(vilt, targets if mora.first_layer > 0 else suffixes, wrap)
         self._sites: list[MoRALinear] = [vilt.get_submodule(n) for n in self.site_names]
         adapted = {str(encoder_layer(n)) for n in self.site_names}
         for layer in set(self.common) - adapted:  # no target in that layer: no common factors either

@@ -3,10 +3,14 @@
 A G(eneral)-prompt shared by all tasks, prefix-tuned into the shallow layers (``g_layers``), and one
 E(xpert)-prompt per task, prefix-tuned into deeper layers (``e_layers``), each with a learnable key. Training task
 k uses E-prompt k and pulls key k toward the frozen model's prompt-free text [CLS] query with lambda * (1 -
-cos(query, key_k)). At test time each sample's E-prompt is the one whose key best matches its query (the oracle
-read-out uses the true task's). Keys and values get ``length`` rows each, as in the authors' code. The heads
-read ViLT's pooler on the text [CLS] (DualPrompt reads the [CLS] token). Shared: the G-prompt (trained in every
-task); per task: E-prompt k, key k and head k, frozen once task k ends.
+cos(query, key_k)). At test time each sample's E-prompt is the one whose key best matches its query (the task-aware
+read-out uses the true task's). Keys and values get ``length`` rows each, as in the authors' code. Shared: the
+G-prompt (trained in every task); per task: E-prompt k, key k and head k, frozen once task k ends.
+
+As the DualPrompt PyTorch port runs it (docs/methods.md): E-prompt length 5; task k's E-prompt starts as a copy
+of E-prompt k-1 (``e_init=previous``); the heads read the final LayerNorm-ed text [CLS] hidden state
+(``readout=cls``; ``pooler``: ViLT's pooler on it), are trunc-normal (std 0.02) with zero bias and train on their
+own task's columns; the gradient is clipped to norm ``max_grad_norm`` (1.0).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.methods.base import ParameterGroups
+from delo.methods.heads import TaskHeads
 from delo.methods.prompts.base import AuxLosses, PromptMethod
 from delo.methods.prompts.hooks import Prompts, paper_layers
 
@@ -24,7 +29,15 @@ from delo.methods.prompts.hooks import Prompts, paper_layers
 class DualPrompt(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.dualprompt
-        super().__init__(vilt, cfg, multilabel, prefix=True)
+        super().__init__(
+            vilt,
+            cfg,
+            multilabel,
+            prefix=True,
+            head_logits=self.mcfg.head_logits,
+            heads=TaskHeads(vilt.config.hidden_size, init="trunc_normal"),
+        )
+        self.max_grad_norm = self.mcfg.max_grad_norm
         depth = len(self.vilt.encoder.layer)
         self.g_layers = paper_layers(self.mcfg.g_layers, (0, 1), depth)
         self.e_layers = paper_layers(self.mcfg.e_layers, (2, 3, 4), depth)
@@ -44,7 +57,11 @@ class DualPrompt(PromptMethod):
             nn.init.uniform_(self.g_prompt, -1.0, 1.0)  # the authors' code: uniform prompt and key init
         e_prompt = self.parameter(len(self.e_layers), 2, m.e_length, self.hidden, like=like)
         key = self.parameter(self.hidden, like=like)
-        nn.init.uniform_(e_prompt, -1.0, 1.0)
+        with torch.no_grad():
+            if k > 0 and m.e_init == "previous":  # the port's engine: the new E-prompt from the previous one
+                e_prompt.copy_(self.e_prompts[k - 1])
+            else:
+                nn.init.uniform_(e_prompt, -1.0, 1.0)
         nn.init.uniform_(key, -1.0, 1.0)
         self.e_prompts.append(e_prompt)
         self.e_keys.append(key)
@@ -90,4 +107,6 @@ class DualPrompt(PromptMethod):
         else:
             expert = self.key_scores(query).argmax(dim=1)  # (B,)
         out, _ = self.hooks.run(batch, self.layer_prompts(expert))
+        if self.mcfg.readout == "cls":
+            return out.last_hidden_state[:, 0], aux  # (B, d) final LayerNorm-ed text [CLS]
         return out.pooler_output, aux

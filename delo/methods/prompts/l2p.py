@@ -7,7 +7,8 @@ The surrogate loss lambda * sum over the selected keys of (1 - cos(query, key)) 
 queries. The heads read the mean of the prompt tokens' final outputs (``readout=prompt_mean``, L2P's classifier
 input) or ViLT's pooler (``readout=cls``). The pool and keys are shared and train in every task (L2P has no
 per-task parameters); per task: the head. Inference is task-agnostic by construction: the same key-query
-selection, then every seen head.
+selection, then every seen head. As in the L2P PyTorch port: heads trunc-normal (std 0.02) with zero bias,
+own-task logits (``head_logits``), the gradient clipped to norm ``max_grad_norm``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.methods.base import ParameterGroups
+from delo.methods.heads import TaskHeads
 from delo.methods.prompts.base import AuxLosses, PromptMethod
 from delo.methods.prompts.hooks import Prompts
 
@@ -30,7 +32,15 @@ def select_top(query: Tensor, keys: Tensor, n: int) -> tuple[Tensor, Tensor]:
 class L2P(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.l2p
-        super().__init__(vilt, cfg, multilabel, prefix=False)
+        super().__init__(
+            vilt,
+            cfg,
+            multilabel,
+            prefix=False,
+            head_logits=self.mcfg.head_logits,
+            heads=TaskHeads(vilt.config.hidden_size, init="trunc_normal"),
+        )
+        self.max_grad_norm = self.mcfg.max_grad_norm
         self.pool: nn.Parameter | None = None  # (M, L_p, d)
         self.keys: nn.Parameter | None = None  # (M, d)
 

@@ -3,7 +3,11 @@
 One prompt set per missing case (0 complete, 1 text missing, 2 image missing), each (layers, length, d); a
 sample gets its case's prompts at every prompted layer: input tokens kept to the end (``position=input``, MAP's
 default) or prefix keys/values (``position=attention``, first half keys, second half values). The pooler reads the
-text [CLS], as in MAP's code. Shared across tasks: the prompts (trained in every task); per task: the head.
+text [CLS], as in MAP's code. Shared across tasks: the prompts (trained in every task). The classifier protocol
+is MAP's code's by default (``head=mlp``, ``head_logits=seen``, ``train_pooler``): ViLT's pooler trains, and one
+MLP classifier over all classes (:class:`~delo.methods.heads.SharedMLPHead`) is trained with cross-entropy over
+every class seen so far, old rows included; ``head=linear``, ``head_logits=own``, ``train_pooler=false`` is the
+uniform protocol (per-task heads, own-task CE, frozen pooler).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from torch import Tensor, nn
 
 from delo.config import ModelConfig
 from delo.methods.base import ParameterGroups
-from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
+from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes, protocol_heads
 from delo.methods.prompts.hooks import Prompts, paper_layers
 
 MISSING_CASES = 3  # complete, text missing, image missing (delo.data.records codes 0, 1, 2)
@@ -35,7 +39,15 @@ class MAP(PromptMethod):
         self.mcfg = cfg.map
         if self.mcfg.position == "attention" and self.mcfg.length < 2:
             raise ValueError("model.map.length must be >= 2 with position=attention (half keys, half values)")
-        super().__init__(vilt, cfg, multilabel, prefix=cfg.map.position == "attention")
+        super().__init__(
+            vilt,
+            cfg,
+            multilabel,
+            prefix=cfg.map.position == "attention",
+            head_logits=self.mcfg.head_logits,
+            heads=protocol_heads(self.mcfg.head, vilt.config.hidden_size),
+            train_pooler=self.mcfg.train_pooler,
+        )
         self.layers = paper_layers(self.mcfg.layers, range(6), len(self.vilt.encoder.layer))
         self.hooks.check(self.layers, "model.map.layers")
         self.prompts: nn.Parameter | None = None  # (3, layers, length, d), created at task 0
@@ -50,7 +62,7 @@ class MAP(PromptMethod):
                 map_init(self.prompts, m.position == "attention")
 
     def adapter_groups(self, k: int) -> ParameterGroups:
-        return ParameterGroups(main=[self.prompts])
+        return ParameterGroups(main=[self.prompts, *self.pooler_parameters()])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"prompts": self.prompts}

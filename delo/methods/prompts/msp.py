@@ -5,7 +5,8 @@ attends to the prompts of the modalities it has (complete: both; text missing: t
 the text prompt): every sample carries both prompts' tokens, and the absent modality's are masked out of its
 attention. Input-level prompts at each prompted layer, kept to the end (MAP's input prompting, which MSP builds
 on). An orthogonality loss keeps the two prompts apart: per prompted layer, the mean squared cosine between every
-image-prompt token and every text-prompt token. Shared across tasks: both prompts; per task: the head.
+image-prompt token and every text-prompt token. Shared across tasks: both prompts. The classifier protocol is
+MAP's code's, as MAP's here (``head``, ``head_logits``, ``train_pooler``; :mod:`delo.methods.prompts.map`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 
 from delo.config import ModelConfig
 from delo.methods.base import ParameterGroups
-from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes
+from delo.methods.prompts.base import AuxLosses, PromptMethod, missing_codes, protocol_heads
 from delo.methods.prompts.hooks import Prompts, paper_layers
 from delo.vilt.task_keys import present_modalities
 
@@ -33,7 +34,15 @@ def orthogonality_loss(prompts: Tensor) -> Tensor:
 class MSP(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.msp
-        super().__init__(vilt, cfg, multilabel, prefix=False)
+        super().__init__(
+            vilt,
+            cfg,
+            multilabel,
+            prefix=False,
+            head_logits=self.mcfg.head_logits,
+            heads=protocol_heads(self.mcfg.head, vilt.config.hidden_size),
+            train_pooler=self.mcfg.train_pooler,
+        )
         self.layers = paper_layers(self.mcfg.layers, range(6), len(self.vilt.encoder.layer))
         self.hooks.check(self.layers, "model.msp.layers")
         self.prompts: nn.Parameter | None = None  # (2 [image, text], layers, length, d), created at task 0
@@ -45,7 +54,7 @@ class MSP(PromptMethod):
             nn.init.normal_(self.prompts, std=PROMPT_STD)
 
     def adapter_groups(self, k: int) -> ParameterGroups:
-        return ParameterGroups(main=[self.prompts])
+        return ParameterGroups(main=[self.prompts, *self.pooler_parameters()])
 
     def _shared(self) -> dict[str, Tensor]:
         return {"prompts": self.prompts}

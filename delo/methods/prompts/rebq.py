@@ -25,6 +25,11 @@ One training step (RebQ's code, read, not copied):
 Loss: CE / BCE + ``rec_weight`` * reconstruction. Evaluation runs steps 1, 3 (originals only), 4, 5. Per task:
 the pools' new components and the head, frozen afterwards; nothing is shared, but a sample's prompts sum over
 every component, so later tasks still change earlier tasks' predictions (``frozen_after_task`` stays False).
+
+``mode``: ``paper`` initialises each task's components (Gram-Schmidt, as above); ``release`` (the released code
+with its defaults: one 128-component pool initialised at the start for task 0's slice, no re-initialisation)
+initialises task 0's only: every later task's components are zero, so their weight alpha = cos(q * 0, 0) is 0
+and so is their gradient; they stay zero, and from task 1 on the prompts are task 0's (only the heads learn).
 """
 
 from __future__ import annotations
@@ -77,11 +82,17 @@ class DecomposedPool(nn.Module):
         self.keys = nn.ParameterList()
         self.attention = nn.ParameterList()
 
-    def add_task(self, components: int, like: Tensor) -> None:
-        """Freeze the earlier tasks' components; add C new ones, orthogonal to the earlier ones per layer."""
+    def add_task(self, components: int, like: Tensor, zero: bool = False) -> None:
+        """Freeze the earlier tasks' components; add C new ones, orthogonal to the earlier ones per layer, or
+        (``zero``, RebQ's release after task 0) all zero."""
         for params in (self.prompts, self.keys, self.attention):
             for p in params:
                 p.requires_grad_(False)
+        if zero:
+            self.prompts.append(nn.Parameter(like.new_zeros(self.layers, components, self.length, self.dim)))
+            self.keys.append(nn.Parameter(like.new_zeros(self.layers, components, self.dim)))
+            self.attention.append(nn.Parameter(like.new_zeros(self.layers, components, self.dim)))
+            return
         with torch.no_grad():
             for params, width in (
                 (self.prompts, self.length * self.dim),
@@ -154,7 +165,7 @@ def _cat(a: dict, b: dict) -> dict:
 class RebQ(PromptMethod):
     def __init__(self, vilt: nn.Module, cfg: ModelConfig, multilabel: bool) -> None:
         self.mcfg = cfg.rebq
-        super().__init__(vilt, cfg, multilabel, prefix=True)
+        super().__init__(vilt, cfg, multilabel, prefix=True, head_logits=self.mcfg.head_logits)
         self.layers = paper_layers(self.mcfg.layers, range(8), len(self.vilt.encoder.layer))
         self.hooks.check(self.layers, "model.rebq.layers")
         n, length = len(self.layers), self.mcfg.length
@@ -167,8 +178,9 @@ class RebQ(PromptMethod):
         return {"memory": self.memory, "image": self.image, "text": self.text}
 
     def add_task(self, k: int) -> None:
+        zero = k > 0 and self.mcfg.mode == "release"
         for pool in self._pools().values():
-            pool.add_task(self.mcfg.components_per_task, self._like())
+            pool.add_task(self.mcfg.components_per_task, self._like(), zero=zero)
 
     def adapter_groups(self, k: int) -> ParameterGroups:
         return ParameterGroups(

@@ -8,7 +8,9 @@ training, so these methods are not ``frozen_after_task``.
 
 :class:`SharedExpertsMethod` is the skeleton: per-task linear heads (:class:`TaskHeads`, earlier heads frozen,
 class-incremental read-out over every seen class), the experts created at task 0, a per-method regulariser, and
-task states that carry the shared tensors' values at each task's end.
+task states that carry the shared tensors' values at each task's end. With ``task_inference=tkm`` (the ``+tkm``
+variant) DeLo's Task-Key Memory picks each sample's head instead: its query is read at encoder layer 0's
+LayerNorm-ed input, before any expert runs, so it is the adapter-free query DeLo, MoRA and ``frozen`` read.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from delo.config import ModelConfig
+from delo.config import ConfigError, ModelConfig
 from delo.methods.base import (
     ContinualMethod,
     MethodLoss,
@@ -30,7 +32,10 @@ from delo.methods.base import (
     copy_state_tensor,
 )
 from delo.methods.heads import classification_loss
+from delo.vilt.context import ContextSlot, RoutingContext, use_context
 from delo.vilt.inject import WrappedLinear, inject
+from delo.vilt.key_site import KeySite
+from delo.vilt.task_keys import TaskKeyMemory
 
 #: gate(site, x (B, S, d_in), z (B, S, E, r) = A x) -> (B, E) per-sample or (B, S, E) per-token weights
 Gate = Callable[["SharedExpertLinear", Tensor, Tensor], Tensor]
@@ -104,12 +109,29 @@ class SharedExpertsMethod(ContinualMethod):
     #: per-site buffer names carried in task states (their value at the task's end; their shapes may grow)
     _carried: tuple[str, ...] = ()
 
-    def __init__(self, vilt, cfg: ModelConfig, multilabel: bool, head_logits: str) -> None:
+    def __init__(
+        self, vilt, cfg: ModelConfig, multilabel: bool, head_logits: str, task_inference: str, key: str
+    ) -> None:
+        """``task_inference``: ``heads`` or ``tkm``, the value of the dotted config key ``key``."""
         super().__init__(vilt, multilabel)
         self.cfg = cfg
         self.head_logits = head_logits
         self.site_names: list[str] = []
         self._sites: list[SharedExpertLinear] = []
+        self.tkm: TaskKeyMemory | None = None
+        self._key_site: KeySite | None = None
+        if task_inference == "tkm":
+            if cfg.tkm_layer != 0:
+                raise ConfigError(
+                    f"{key}=tkm reads the Task-Key query at encoder layer 0, before any "
+                    f"shared expert runs; model.tkm_layer={cfg.tkm_layer} would read it after adapted layers "
+                    "(these experts have no adapter-free pass): set model.tkm_layer=0"
+                )
+            self._slot = ContextSlot()
+            self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
+            self._key_site = KeySite(vilt, self._slot, self.tkm, 0)
+        elif task_inference != "heads":
+            raise ValueError(f"unknown {key} {task_inference!r}; expected heads or tkm")
 
     def _inject(self, num_experts: int, rank: int, scale: float, router: str) -> None:
         self.site_names = inject(
@@ -148,11 +170,14 @@ class SharedExpertsMethod(ContinualMethod):
     # -- tasks, parameters, states ---------------------------------------------------------------------------
 
     def add_task(self, k: int) -> None:
-        """The experts at task 0 (after task 0's head: the order of the seeded draws); per-task resets."""
+        """The experts at task 0 (after task 0's head: the order of the seeded draws); per-task resets; task k's
+        key (``tkm``, zero: no draw)."""
         if k == 0:
             with torch.no_grad():
                 self._init_experts()
         self._begin_shared(k)
+        if self.tkm is not None:
+            self.tkm.add_task()
 
     def adapter_groups(self, k: int) -> ParameterGroups:
         """``main``: every site's A and B (shared); ``routing``: every site's router."""
@@ -173,8 +198,11 @@ class SharedExpertsMethod(ContinualMethod):
 
     def state_tensors(self, k: int) -> dict[str, Tensor]:
         """The shared tensors (experts, routers, carried statistics) as they are now: at task k's end in
-        ``task_state(k)``."""
-        return self._shared_tensors()
+        ``task_state(k)``; with ``tkm`` task k's key (``task_key``)."""
+        tensors = self._shared_tensors()
+        if self.tkm is not None:
+            tensors["task_key"] = self.tkm.keys[k]
+        return tensors
 
     @torch.no_grad()
     def load_task_state(self, k: int, state: dict[str, Tensor]) -> None:
@@ -198,11 +226,25 @@ class SharedExpertsMethod(ContinualMethod):
             raise RuntimeError("no task has begun: call begin_task(0, ...) first")
         return self.run_vilt(batch).pooler_output
 
+    def keyed(self, batch: dict, mode: str, task: int | None = None) -> tuple[Tensor, RoutingContext | None]:
+        """(pooled (B, d), the forward's routing context): with ``tkm`` the key site fills the context's
+        ``key_query`` and, in mode ``agnostic``, each sample's ``task``; without, no context (None)."""
+        if self._key_site is None:
+            return self.pooled(batch), None
+        ctx = self._key_site.context(batch, mode)
+        self._key_site.assign_tasks(ctx, batch, task, self.num_tasks, lambda: self.run_vilt(batch))
+        with use_context(self._slot, ctx):
+            return self.pooled(batch), ctx
+
     def training_loss(self, batch: dict, task: int) -> MethodLoss:
         """Classification on head ``task`` (or every seen head, ``head_logits=seen``) plus the weighted
-        regulariser. Parts: ``cls`` and the regulariser, unweighted."""
+        regulariser; with ``tkm`` the pass's key query moves key ``task`` (EMA, ``model.beta``). Parts: ``cls``
+        and the regulariser, unweighted."""
         seen = self.head_logits == "seen"
-        logits = self.heads.task_logits(self.pooled(batch), task, seen)  # (B, C_k) or (B, C_seen)
+        pooled, ctx = self.keyed(batch, "train", task)
+        if ctx is not None:
+            self.tkm.update(task, ctx.key_query, ctx.missing, self.cfg.beta)
+        logits = self.heads.task_logits(pooled, task, seen)  # (B, C_k) or (B, C_seen)
         span = slice(0, self.head_span(task).stop) if seen else self.head_span(task)
         cls = classification_loss(logits, batch["labels"], span, self.multilabel)
         if self.regulariser_name is None:
@@ -214,11 +256,13 @@ class SharedExpertsMethod(ContinualMethod):
 
     @torch.no_grad()
     def predict(self, batch: dict, task_aware: bool = False) -> Prediction:
-        """Class-incremental over every seen class (the owner of the best column is the predicted task), or the
-        true task's columns with ``task_aware``."""
-        pooled = self.pooled(batch)
-        task = batch["task"].to(pooled.device, torch.long) if task_aware else None
-        return self.heads.predict(pooled, task)
+        """Class-incremental over every seen class (the owner of the best column is the predicted task) or, with
+        ``tkm``, the task the Task-Key Memory picks per sample; the true task's columns with ``task_aware``."""
+        if task_aware:
+            pooled = self.pooled(batch)
+            return self.heads.predict(pooled, batch["task"].to(pooled.device, torch.long))
+        pooled, ctx = self.keyed(batch, "agnostic")
+        return self.heads.predict(pooled, None if ctx is None else ctx.task)
 
 
 def kaiming_rows(weight: Tensor) -> None:

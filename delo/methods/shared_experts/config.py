@@ -8,6 +8,8 @@ from pydantic import Field, model_validator
 
 from delo.config.section import Section
 
+TaskInference = Literal["heads", "tkm"]
+
 
 class RankOnePoolConfig(Section):
     """`model.method=rank1_pool`: one LoRA per adapted linear as a pool of E rank-one experts shared by every
@@ -36,6 +38,11 @@ class RankOnePoolConfig(Section):
     head_logits: Literal["own", "seen"] = "own"
     """Training logits: `own` (paper: CLIP trained on the current task's classes) the current head alone;
     `seen`: every seen head (earlier heads frozen), cross-entropy over all classes seen so far."""
+    task_inference: TaskInference = "heads"
+    """Task-agnostic read-out. `heads`: the owner of the best column over every seen class (class-incremental);
+    `tkm` (the `+tkm` variant): DeLo's Task-Key Memory (`model.tkm_keys`, `model.beta`, query at encoder layer 0)
+    picks each sample's head, as `mora` and `frozen` do, so the adapter is compared with task inference kept
+    apart. Needs `model.tkm_layer=0`."""
 
     @model_validator(mode="after")
     def _within_pool(self) -> RankOnePoolConfig:
@@ -62,6 +69,12 @@ class MoELoRAConfig(Section):
     """Router softmax temperature (PASs-MoE code: gate_tau=1.6)."""
     head_logits: Literal["own", "seen"] = "own"
     """Training logits: `own` the current head alone; `seen` every seen head (earlier heads frozen)."""
+    task_inference: TaskInference = "heads"
+    """Task-agnostic read-out. `heads`: the owner of the best column over every seen class (class-incremental);
+    `tkm` (the `+tkm` variant): DeLo's Task-Key Memory (`model.tkm_keys`, `model.beta`, query at encoder layer 0)
+    picks each sample's head, as `mora` and `frozen` do, so the adapter is compared with task inference kept
+    apart. Needs `model.tkm_layer=0`. Read by `moe_lora` only: `pass_moe` has its own
+    `model.pass_moe.task_inference`."""
 
 
 class PASsMoEConfig(Section):
@@ -80,3 +93,8 @@ class PASsMoEConfig(Section):
     """Cap on a rank direction's importance after dividing by the site's mean (authors' code: 10)."""
     importance_top_p: float = Field(0.3, gt=0, le=1)
     """Share of a site's rank directions (the most important) that are stabilised (authors' code: 0.3)."""
+    task_inference: TaskInference = "heads"
+    """Task-agnostic read-out. `heads`: the owner of the best column over every seen class (class-incremental);
+    `tkm` (the `+tkm` variant): DeLo's Task-Key Memory (`model.tkm_keys`, `model.beta`, query at encoder layer 0)
+    picks each sample's head, as `mora` and `frozen` do, so the adapter is compared with task inference kept
+    apart. Needs `model.tkm_layer=0`."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from delo.config import ModelConfig
+from delo.config import ConfigError, ModelConfig
 from delo.methods.shared_experts.base import SharedExpertLinear, SharedExpertsMethod, kaiming_rows
 
 # ----------------------------------------------------------------------------------------------------------
@@ -27,9 +27,14 @@ class MoELoRA(SharedExpertsMethod):
 
     def __init__(self, vilt, cfg: ModelConfig, multilabel: bool) -> None:
         moe = cfg.moe_lora
-        super().__init__(vilt, cfg, multilabel, moe.head_logits)
+        super().__init__(vilt, cfg, multilabel, moe.head_logits, *self._task_inference(cfg))
         self.moe = moe
         self._inject(moe.E, moe.r, moe.alpha / moe.r, self._router_kind())
+
+    @staticmethod
+    def _task_inference(cfg: ModelConfig) -> tuple[str, str]:
+        """(``task_inference``, the key it was read from)."""
+        return cfg.moe_lora.task_inference, "model.moe_lora.task_inference"
 
     def _router_kind(self) -> str:
         return "linear"
@@ -71,6 +76,16 @@ class PASsMoE(MoELoRA):
             site.register_buffer("importance", torch.zeros(site.E, site.r, **like), persistent=False)
             site.register_buffer("a_ref", torch.zeros_like(site.A), persistent=False)
             site.register_buffer("b_ref", torch.zeros_like(site.B), persistent=False)
+
+    @staticmethod
+    def _task_inference(cfg: ModelConfig) -> tuple[str, str]:
+        """pass_moe reads ``model.pass_moe.task_inference``; moe_lora's own key set here would be ignored."""
+        if cfg.moe_lora.task_inference != "heads":
+            raise ConfigError(
+                f"model.moe_lora.task_inference={cfg.moe_lora.task_inference} is moe_lora's switch; with "
+                "model.method=pass_moe set model.pass_moe.task_inference"
+            )
+        return cfg.pass_moe.task_inference, "model.pass_moe.task_inference"
 
     def _router_kind(self) -> str:
         return "none" if self.cfg.pass_moe.reweight == "pas_only" else "linear"

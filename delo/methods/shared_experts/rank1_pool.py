@@ -22,7 +22,9 @@ class RankOnePool(SharedExpertsMethod):
 
     def __init__(self, vilt, cfg: ModelConfig, multilabel: bool) -> None:
         pool = cfg.rank1_pool
-        super().__init__(vilt, cfg, multilabel, pool.head_logits)
+        super().__init__(
+            vilt, cfg, multilabel, pool.head_logits, pool.task_inference, "model.rank1_pool.task_inference"
+        )
         self.pool = pool
         self._inject(pool.E, 1, pool.alpha / pool.E, "linear_bias")
         for site in self._sites:
