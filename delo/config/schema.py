@@ -56,6 +56,10 @@ class _ModelKeys(DeLoKeys, _Backbone):
             raise ValueError(f"model.r={self.r} must be < model.E={self.E} (r of E factors are selected)")
         if not self.targets:
             raise ValueError("model.targets must name at least one linear layer suffix")
+        # the active method's own cross-key checks (its section's check_with, declared beside its code)
+        check = getattr(getattr(self, self.method, None), "check_with", None)
+        if check is not None:
+            check(self)
         return self
 
 

@@ -235,8 +235,11 @@ class Methods(TableLayout):
 
     def display(self, rec: TrialRecord) -> str:
         key = self.row_key(rec)
-        if key in METHODS:
-            return METHODS[key].display
+        if (
+            key in METHODS
+        ):  # "+tkm": a method whose task inference is DeLo's Task-Key Memory instead of its own
+            tkm = rec.cfg(f"model.{key}.task_inference") == "tkm"
+            return METHODS[key].display + (" +tkm" if tkm else "")
         return DELO_VARIANTS[key].display if key in DELO_VARIANTS else key
 
     def paper(self, rec: TrialRecord) -> Paper | None:

@@ -339,15 +339,15 @@ def test_tkm_variant_moves_the_current_key_and_replays_it(method):
 
 
 @pytest.mark.parametrize("method", ["rank1_pool", "moe_lora", "pass_moe"])
-def test_tkm_variant_refuses_a_deeper_key_site(method):
+def test_tkm_variant_refuses_a_deeper_key_site_when_the_config_loads(method):
+    sets = [f"model.method={method}", f"model.{method}.task_inference=tkm", "model.tkm_layer=1"]
     with pytest.raises(ConfigError, match=rf"model.{method}.task_inference=tkm .*model.tkm_layer=1"):
-        make(method, tasks=0, keys={"tkm_layer": 1}, task_inference="tkm")
+        load_config(None, sets)
 
 
-def test_pass_moe_refuses_moe_loras_task_inference_key():
-    cfg = ModelConfig(method="pass_moe", moe_lora={"task_inference": "tkm"})
+def test_pass_moe_refuses_moe_loras_task_inference_key_when_the_config_loads():
     with pytest.raises(ConfigError, match="model.pass_moe.task_inference"):
-        build_method(tiny_vilt(), RunConfig(model=cfg), multilabel=False)
+        load_config(None, ["model.method=pass_moe", "model.moe_lora.task_inference=tkm"])
 
 
 # -- every new key: a bad value names the key --------------------------------------------------------------------

@@ -110,3 +110,18 @@ def test_layouts_without_a_reference_row(table):
     records = [_rec("delo", "delo", model_method="delo", model_E=16, model_r=4, loss_lambda1=0.1)]
     assert LAYOUTS[table].reference_group(records) is None
     assert LAYOUTS[table].paper(records[0]) is None
+
+
+def test_methods_rows_name_the_tkm_variant():
+    from delo.sweep.layouts import layout_of
+    from delo.sweep.records import TrialRecord
+
+    methods = layout_of("methods")
+    plain = TrialRecord(
+        name="a", config={"model": {"method": "rank1_pool", "rank1_pool": {"task_inference": "heads"}}}
+    )
+    tkm = TrialRecord(
+        name="b", config={"model": {"method": "rank1_pool", "rank1_pool": {"task_inference": "tkm"}}}
+    )
+    assert methods.display(plain) == "Rank-1 Expert Pool"
+    assert methods.display(tkm) == "Rank-1 Expert Pool +tkm"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from delo.config import ConfigError, ModelConfig
+from delo.config import ModelConfig
 from delo.methods.base import (
     ContinualMethod,
     MethodLoss,
@@ -120,13 +120,9 @@ class SharedExpertsMethod(ContinualMethod):
         self._sites: list[SharedExpertLinear] = []
         self.tkm: TaskKeyMemory | None = None
         self._key_site: KeySite | None = None
-        if task_inference == "tkm":
-            if cfg.tkm_layer != 0:
-                raise ConfigError(
-                    f"{key}=tkm reads the Task-Key query at encoder layer 0, before any "
-                    f"shared expert runs; model.tkm_layer={cfg.tkm_layer} would read it after adapted layers "
-                    "(these experts have no adapter-free pass): set model.tkm_layer=0"
-                )
+        if (
+            task_inference == "tkm"
+        ):  # model.tkm_layer = 0 is checked with the config (the section's check_with)
             self._slot = ContextSlot()
             self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
             self._key_site = KeySite(vilt, self._slot, self.tkm, 0)

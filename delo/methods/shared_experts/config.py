@@ -44,6 +44,11 @@ class RankOnePoolConfig(Section):
     picks each sample's head, as `mora` and `frozen` do, so the adapter is compared with task inference kept
     apart. Needs `model.tkm_layer=0`."""
 
+    def check_with(self, model) -> None:
+        """Checks against the other `model.*` keys (the schema calls it when this is the active method)."""
+        if self.task_inference == "tkm":
+            _needs_layer_zero("model.rank1_pool.task_inference", model)
+
     @model_validator(mode="after")
     def _within_pool(self) -> RankOnePoolConfig:
         if self.k > self.E or self.ago_top > self.E:
@@ -76,6 +81,11 @@ class MoELoRAConfig(Section):
     apart. Needs `model.tkm_layer=0`. Read by `moe_lora` only: `pass_moe` has its own
     `model.pass_moe.task_inference`."""
 
+    def check_with(self, model) -> None:
+        """Checks against the other `model.*` keys (the schema calls it when this is the active method)."""
+        if self.task_inference == "tkm":
+            _needs_layer_zero("model.moe_lora.task_inference", model)
+
 
 class PASsMoEConfig(Section):
     """`model.method=pass_moe`: the two PASs components on the `model.moe_lora.*` architecture (Hou et al., arXiv
@@ -98,3 +108,23 @@ class PASsMoEConfig(Section):
     `tkm` (the `+tkm` variant): DeLo's Task-Key Memory (`model.tkm_keys`, `model.beta`, query at encoder layer 0)
     picks each sample's head, as `mora` and `frozen` do, so the adapter is compared with task inference kept
     apart. Needs `model.tkm_layer=0`."""
+
+    def check_with(self, model) -> None:
+        """Checks against the other `model.*` keys (the schema calls it when this is the active method)."""
+        if model.moe_lora.task_inference != "heads":
+            raise ValueError(
+                f"model.moe_lora.task_inference={model.moe_lora.task_inference} is moe_lora's switch; with "
+                "model.method=pass_moe set model.pass_moe.task_inference"
+            )
+        if self.task_inference == "tkm":
+            _needs_layer_zero("model.pass_moe.task_inference", model)
+
+
+def _needs_layer_zero(key: str, model) -> None:
+    """``+tkm`` reads the Task-Key query at encoder layer 0, before any shared expert runs."""
+    if model.tkm_layer != 0:
+        raise ValueError(
+            f"{key}=tkm reads the Task-Key query at encoder layer 0, before any shared expert runs; "
+            f"model.tkm_layer={model.tkm_layer} would read it after adapted layers (these experts have no "
+            "adapter-free pass): set model.tkm_layer=0"
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from delo.config import ConfigError, ModelConfig
+from delo.config import ModelConfig
 from delo.methods.shared_experts.base import SharedExpertLinear, SharedExpertsMethod, kaiming_rows
 
 # ----------------------------------------------------------------------------------------------------------
@@ -79,12 +79,7 @@ class PASsMoE(MoELoRA):
 
     @staticmethod
     def _task_inference(cfg: ModelConfig) -> tuple[str, str]:
-        """pass_moe reads ``model.pass_moe.task_inference``; moe_lora's own key set here would be ignored."""
-        if cfg.moe_lora.task_inference != "heads":
-            raise ConfigError(
-                f"model.moe_lora.task_inference={cfg.moe_lora.task_inference} is moe_lora's switch; with "
-                "model.method=pass_moe set model.pass_moe.task_inference"
-            )
+        """pass_moe reads ``model.pass_moe.task_inference`` (the config refuses moe_lora's key with pass_moe)."""
         return cfg.pass_moe.task_inference, "model.pass_moe.task_inference"
 
     def _router_kind(self) -> str:
