@@ -30,13 +30,11 @@ from torch import Tensor, nn
 from transformers import ViltModel
 
 from delo.config import ModelConfig
-from delo.methods.base import ContinualMethod, MethodLoss, ParameterGroups, Prediction
-from delo.methods.heads import classification_loss
+from delo.methods.base import ParameterGroups
+from delo.methods.keyed import KeyedMethod
 from delo.methods.mora.config import MoRAConfig
-from delo.vilt.context import ContextSlot, RoutingContext, use_context
+from delo.vilt.context import ContextSlot
 from delo.vilt.inject import WrappedLinear, inject
-from delo.vilt.key_site import KeySite
-from delo.vilt.task_keys import TaskKeyMemory
 
 VISION, TEXT = 0, 1  # path index, in the order of DeLo's [q_v, q_t]
 # ``model.mora.targets=qv``: the release's Food101 targets (q_proj, v_proj) as ViLT's linear suffixes
@@ -191,32 +189,25 @@ class MoRALinear(WrappedLinear):
         return out
 
 
-class MoRAModel(ContinualMethod):
+class MoRAModel(KeyedMethod):
     """One MoRA per task on the frozen ViLT's ``model.targets`` (or, with ``model.mora.targets=qv``, the release's
     q and v) of layers >= ``model.mora.first_layer``, per-task heads, and DeLo's Task-Key Memory for
     task-agnostic inference.
 
-    Context modes: ``train`` (every sample on task k; the key query updates key k), ``agnostic`` (each sample's
-    task from the Task-Key Memory), ``task_aware`` (each sample's true task), ``keys`` (adapter-free pass to the key
-    site).
+    The key routing, training loss and read-outs are :class:`~delo.methods.keyed.KeyedMethod`'s; the wrapped
+    linears read each sample's task from the routing context.
     """
 
-    frozen_after_task = True
-    """Task k's factors, magnitudes, head and key never change once task k+1 begins."""
     head_first = False  # task k's factors are drawn before its head
 
     def __init__(self, vilt: ViltModel, cfg: ModelConfig, multilabel: bool) -> None:
-        super().__init__(vilt, multilabel)
-        self.cfg = cfg
         mora = cfg.mora
         num_layers = len(vilt.encoder.layer)
         if mora.first_layer >= num_layers:
             raise ValueError(
                 f"model.mora.first_layer={mora.first_layer} but the backbone has {num_layers} layers"
             )
-        self._slot = ContextSlot()
-        self.tkm = TaskKeyMemory(self.hidden, cfg.tkm_keys)
-        self._key_site = KeySite(vilt, self._slot, self.tkm, cfg.tkm_layer)
+        super().__init__(vilt, cfg, multilabel)  # the Task-Key Memory's hooks before the linears are wrapped
         # Each encoder layer's per-task common factors, created before the linears that share them.
         self.common = nn.ModuleDict({str(i): nn.ModuleList() for i in range(mora.first_layer, num_layers)})
         suffixes = cfg.targets if mora.targets == "model" else RELEASE_TARGETS
@@ -248,7 +239,7 @@ class MoRAModel(ContinualMethod):
             commons.append(MoRACommon(self.hidden, self.cfg.mora.common_rank).to(weight.device, weight.dtype))
         for site in self._sites:
             site.add_task()
-        self.tkm.add_task()
+        super().add_task(k)  # the key
 
     def state_tensors(self, k: int) -> dict[str, Tensor]:
         """Task k's parameters by name (common per layer, specific per site) and its task key."""
@@ -260,51 +251,9 @@ class MoRAModel(ContinualMethod):
         tensors.update(
             {f"sites.{s.site}.{name}": p for s in self._sites for name, p in s.tasks[k].named_parameters()}
         )
-        tensors["task_key"] = self.tkm.keys[k]
-        return tensors
+        return {**tensors, **self.key_tensors(k)}
 
     def adapter_groups(self, k: int) -> ParameterGroups:
         """Everything of task k trains at ``train.lr`` (MoRA has no routers)."""
         self.check_task(k)
         return ParameterGroups(main=[t for n, t in self.state_tensors(k).items() if n != "task_key"])
-
-    # ------------------------------------------------------------------------------------------------------
-    # Forward
-
-    def training_loss(self, batch: dict, task: int) -> MethodLoss:
-        """CE / BCE of head ``task`` on task ``task``'s MoRA (the paper's only loss); the pass's key query moves
-        key ``task`` (EMA, ``model.beta``)."""
-        pooled, ctx = self.forward(batch, "train", task)
-        self.tkm.update(task, ctx.key_query, ctx.missing, self.cfg.beta)
-        logits = self.heads.task_logits(pooled, task, seen=False)  # (B, C_k)
-        cls = classification_loss(logits, batch["labels"], self.head_span(task), self.multilabel)
-        return MethodLoss(total=cls, parts={"cls": cls})
-
-    @torch.no_grad()
-    def predict(self, batch: dict, task_aware: bool = False) -> Prediction:
-        pooled, ctx = self.forward(batch, "task_aware" if task_aware else "agnostic")
-        return self.heads.predict(pooled, ctx.task)
-
-    @torch.no_grad()
-    def infer_task(self, batch: dict) -> Tensor:
-        """(B,) the task the Task-Key Memory assigns each sample, from the adapter-free pass to the key site (the
-        same query an agnostic forward routes with)."""
-        return self._key_site.infer_task(batch, lambda: self.run_vilt(batch))
-
-    def forward(self, batch: dict, mode: str, task: int | None = None) -> tuple[Tensor, RoutingContext]:
-        """(pooled (B, d), the pass's context: its ``task`` (B,) and ``key_query``). ``train`` uses ``task``
-        (default: the latest); ``agnostic`` never reads ``batch["task"]``; ``task_aware`` does."""
-        if self.num_tasks == 0:
-            raise RuntimeError("no task has begun: call begin_task(0, ...) first")
-        if mode not in ("train", "agnostic", "task_aware"):
-            raise ValueError(f"unknown mode {mode!r}; expected train, agnostic or task_aware")
-        if mode == "train":
-            task = self.num_tasks - 1 if task is None else task
-        # the guided query only feeds the shared key form (u = mean of the guided queries), as in DeLo
-        ctx = self._key_site.context(batch, mode)
-        self._key_site.assign_tasks(ctx, batch, task, self.num_tasks, lambda: self.run_vilt(batch))
-        with use_context(
-            self._slot, ctx
-        ):  # at tkm_layer 0 the key site sets key_query (and an agnostic task)
-            pooled = self.run_vilt(batch).pooler_output
-        return pooled, ctx
