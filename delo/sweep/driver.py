@@ -207,7 +207,10 @@ def start_ray(address: str | None, dashboard_port: int, num_cpus: int | None) ->
             f"another service). Join that cluster with --address auto, stop it with `ray stop`, or pick another "
             f"port with --dashboard-port (0: no dashboard)."
         )
+    # "local": a new Ray of this sweep's own, even when another one runs on this machine (ray.init() alone would
+    # join that one silently, with its CPUs and its dashboard, and refuse --num-cpus)
     ctx = ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=bool(dashboard_port),
         dashboard_host="127.0.0.1",
