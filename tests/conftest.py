@@ -72,6 +72,24 @@ def tiny_world():
 
 
 @pytest.fixture
+def saved_figures(monkeypatch) -> list:
+    """Every matplotlib Figure saved while the test runs, in the order saved: a spy on Figure.savefig (the file
+    is written as before), so a test reads what a plot shows (image, bar, line and point data, labels) from the
+    figure object rather than the PNG's bytes."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    save = Figure.savefig
+
+    def spy(self, *args, **kwargs):
+        saved.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return saved
+
+
+@pytest.fixture
 def fakes():
     """tests/fakes.py: the fake runner and the spec writer (test modules cannot import a conftest by name)."""
     import types
