@@ -39,10 +39,23 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+def pytest_configure(config):
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(
+                f"pytest {pytest.__version__} hides xdist_group marks from pytest-xdist (pytest-xdist#1386): the Ray "
+                "tests run in several workers at once, and slowly. Reinstall the dev extra (pytest < 9.2): make venv."
+            ),
+            stacklevel=2,
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """GPU tests skip without CUDA. Tests on the shared Ray cluster (tests/integration/conftest.py) form one xdist
     group: under ``--dist loadgroup`` (make test) they run one after another in one worker, as the slow tests
-    that start clusters of their own mark themselves, since two Rays running trials at once thrash 2 cores."""
+    that start clusters of their own mark themselves, since two Rays running trials at once thrash 2 cores (a
+    module whose module-scoped fixture is costly marks itself a group too, so that one worker builds it once)."""
     import torch
 
     skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")

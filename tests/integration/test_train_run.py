@@ -14,6 +14,8 @@ import pytest
 from delo.cli import train
 from delo.config import DEFAULT_PROFILE, load_config
 
+pytestmark = pytest.mark.xdist_group("train_run")  # one worker builds the module's costly fixture, once
+
 # 3 tasks, 4 steps each on a tenth of the synthetic set (one batch per epoch), test rows on: small enough for 2
 # shared cores.
 TINY_RUN = [

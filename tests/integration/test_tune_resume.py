@@ -107,7 +107,12 @@ def _check_finished(exp: Path, finished_before: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-def test_sigint_then_resume_finishes_only_missing_trials(ray_cluster, fakes, tmp_path, capsys, monkeypatch):
+def test_sigint_then_resume_repairs_the_state_and_finishes_only_missing_trials(
+    ray_cluster, fakes, tmp_path, capsys, monkeypatch
+):
+    """SIGINT mid-sweep: exit 130, naming --resume. Rerun without --resume: refused, nothing touched. A Tune state
+    file then cut short in the experiment folder (the driver died while Ray copied it there) is replaced by Ray's
+    intact staging copy on --resume, with a warning naming it; the sweep finishes, finished trials not rerun."""
     script = _driver(tmp_path, fakes, ray_cluster.address)
     exp = tmp_path / "out" / "resumable"
     proc = _start(script)
@@ -124,7 +129,12 @@ def test_sigint_then_resume_finishes_only_missing_trials(ray_cluster, fakes, tmp
     assert "Pass --resume" in capsys.readouterr().err
     assert _driver_files(exp) == before
 
+    newest = sorted(exp.glob("basic-variant-state-*.json"))[-1]
+    newest.write_bytes(newest.read_bytes()[:10])
     assert _launch_here(tmp_path, fakes, ray_cluster.address, monkeypatch, resume=True) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {newest}: damaged" in captured.err
+    assert "Traceback" not in captured.out + captured.err
     _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))
 
 
@@ -148,25 +158,3 @@ def test_sigkill_then_resume_finishes(ray_cluster, fakes, tmp_path, monkeypatch)
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"COMPLETED"}
     assert finished
-
-
-@pytest.mark.slow
-def test_resume_repairs_a_state_file_cut_short(ray_cluster, fakes, tmp_path, capsys, monkeypatch):
-    """A Tune state file truncated in the experiment folder (the driver died while Ray copied it there) is
-    replaced by Ray's intact staging copy on --resume, with a warning naming it; the sweep then finishes."""
-    script = _driver(tmp_path, fakes, ray_cluster.address)
-    exp = tmp_path / "out" / "resumable"
-    proc = _start(script)
-    status = _wait_for(exp, proc, done=1)
-    finished = {n for n, s in status.items() if s["status"] == "COMPLETED"}
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
-    newest = sorted(exp.glob("basic-variant-state-*.json"))[-1]
-    newest.write_bytes(newest.read_bytes()[:10])
-
-    assert _launch_here(tmp_path, fakes, ray_cluster.address, monkeypatch, resume=True) == 0
-    captured = capsys.readouterr()
-    assert f"warning: {newest}: damaged" in captured.err
-    assert "Traceback" not in captured.out + captured.err
-    _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))

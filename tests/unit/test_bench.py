@@ -11,6 +11,8 @@ import pytest
 from delo.cli import bench
 from delo.tools.bench import FIGURES
 
+pytestmark = pytest.mark.xdist_group("bench")  # one worker builds the module's costly fixture, once
+
 FIELDS = {"value", "target", "met"}
 
 
