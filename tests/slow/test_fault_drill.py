@@ -164,9 +164,10 @@ def test_killed_worker_node_trial_resumes_to_its_undisturbed_twins_result(tmp_pa
         f"rescheduled: {failed}; finished before the kill: {finished_before}; {out[-3000:]}"
     )
     (retried,), (undisturbed,) = failed, set(status) - set(failed)
-    # resumed from its last task checkpoint: no task was reported twice, task 1 in particular
+    # resumed from its last task checkpoint: no task was reported twice, task 1 in particular. (Tune may drop the
+    # row of a report made as the node died, [1, 3]; the checkpoint it stored is kept, and the retry resumes there.)
     tasks = [json.loads(line)["task"] for line in (exp / retried / "result.json").read_text().splitlines()]
-    assert tasks == sorted(set(tasks)) == [1, 2, 3], (retried, tasks)
+    assert tasks[0] == 1 and tasks[-1] == 3 and tasks == sorted(set(tasks)), (retried, tasks)
 
     def run_result(name: str) -> dict:
         info = json.loads((exp / name / "trial.json").read_text())
