@@ -1,8 +1,12 @@
-# The two commands of README.md. Both create .venv on first use.
+# The two commands of README.md (and make test-fast, its quick tier for development). All create .venv on first use.
 PY := .venv/bin/python
 TORCH := torch==2.13.0
+# Parallel workers (pytest-xdist). The tests that run Ray trials share one worker, one after another (xdist group
+# "ray", tests/conftest.py): two Rays running trials at once thrash 2 cores.
+PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
+	RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS=0 $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadgroup
 
-.PHONY: sweep test venv lint bench
+.PHONY: sweep test test-fast venv lint bench
 
 venv: .venv/.installed
 
@@ -15,9 +19,13 @@ venv: .venv/.installed
 sweep: venv
 	$(PY) launch/sweep.py sweeps/rank_factor.yaml
 
+# The whole suite (CI): about 5-7 minutes on 2 quiet cores.
 test: venv
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 \
-	RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS=0 $(PY) -m pytest -q tests
+	$(PYTEST) tests
+
+# Unit and fast integration tests, without those marked slow: about 2 minutes on 2 quiet cores.
+test-fast: venv
+	$(PYTEST) -m "not slow" tests
 
 lint: venv
 	$(PY) -m ruff check delo launch tests

@@ -1,19 +1,20 @@
 """Whole continual runs on the synthetic benchmark with the tiny backbone: result.json, determinism, resume,
-refusal of a foreign checkpoint, the NaN stop, the CLI's exit codes and the TensorBoard files."""
+refusal of a foreign checkpoint, the NaN stop, the CLI's exit codes and the TensorBoard files. The CLI runs
+in-process (``delo.cli.train``); tests/integration/test_launchers.py runs launch/train.py itself once."""
 
+import contextlib
 import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from delo.cli import train
 from delo.config import DEFAULT_PROFILE, load_config
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("train_run")  # one worker builds the module's costly fixture, once
 
 # 3 tasks, 4 steps each on a tenth of the synthetic set (one batch per epoch), test rows on: small enough for 2
 # shared cores.
@@ -30,6 +31,7 @@ TINY_RUN = [
     "train.threads=1",
     "debug.diagnostics_every=2",
 ]
+TINY_ARGS = [a for item in TINY_RUN for a in ("--set", item)]  # delo-train's spelling of TINY_RUN
 
 RESULT_KEYS = {
     "ap",
@@ -85,14 +87,7 @@ def _comparable(result: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def prepared():
-    from delo.data import prepare_data
-
-    prepare_data(_cfg())
-
-
-@pytest.fixture(scope="module")
-def reference(prepared, tmp_path_factory):
+def reference(tiny_world, tmp_path_factory):
     """One uninterrupted run, with the reports it made."""
     from delo.train import run_continual
 
@@ -189,27 +184,37 @@ def _copy_checkpoints(reference, dest: Path) -> Path:
     return dest / "checkpoints"
 
 
+@contextlib.contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.slow
-def test_damaged_last_task_checkpoint_is_retrained_to_the_same_metrics(reference, tmp_path):
+def test_damaged_last_task_checkpoint_is_retrained_to_the_same_metrics(reference, tmp_path, capsys):
     """A truncated task_3.pt (a partial copy, a full disk): one warning line naming it, task 3 trained again,
     and the run ends with the uninterrupted run's metrics (exit 0, no traceback)."""
     out = tmp_path / "run"
     ckpt = _copy_checkpoints(reference, out)
     data = (ckpt / "task_3.pt").read_bytes()
     (ckpt / "task_3.pt").write_bytes(data[: len(data) // 2])
-    args = [a for item in TINY_RUN for a in ("--set", item)]
-    proc = _launch(*args, "--out", str(out), umask=0o022)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with _umask(0o022):
+        code = train([*TINY_ARGS, "--out", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr[-3000:]
     # what it wrote honours the umask (a colleague on shared storage can read it)
     for path in (out / "result.json", ckpt / "task_3.pt", ckpt / "state.pt"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
         f"warning: {ckpt / 'task_3.pt'}: damaged (not a readable checkpoint: RuntimeError: PytorchStreamReader "
         "failed reading zip archive: failed finding central directory); retraining task 3 from the last good "
         "checkpoint"
     ]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     result = json.loads((out / "result.json").read_text())
     assert _comparable(result) == _comparable(json.loads((reference[0] / "result.json").read_text()))
 
@@ -240,21 +245,22 @@ def test_damaged_earlier_task_checkpoint_rewinds_to_it(reference, tmp_path, caps
     ],
     ids=["garbage", "truncated"],
 )
-def test_damaged_state_exits_2_naming_the_file(reference, tmp_path, damage, problem):
+def test_damaged_state_exits_2_naming_the_file(reference, tmp_path, capsys, damage, problem):
     out = tmp_path / "run"
     ckpt = _copy_checkpoints(reference, out)
     state = ckpt / "state.pt"
     state.write_bytes(damage if damage is not None else state.read_bytes()[:100])
-    proc = _launch(*[a for item in TINY_RUN for a in ("--set", item)], "--out", str(out))
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    code = train([*TINY_ARGS, "--out", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-3000:]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: {state}: damaged file ({problem}")
     assert f"restore it from a copy, or remove {ckpt} (or use another output folder)" in line
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_the_run(prepared, tmp_path):
+def test_nan_loss_stops_the_run(tiny_world, tmp_path):
     from delo.train import NonFiniteLossError, run_continual
 
     with pytest.raises(NonFiniteLossError, match=r"task 2, step 2 of 4 \(global step 6\)"):
@@ -300,36 +306,11 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     assert metadata.SESSION_END_INFO_TAG in content
 
 
-def _launch(*args, timeout=300, umask=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "train.py"), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        preexec_fn=None if umask is None else lambda: os.umask(umask),
+def test_cli_bad_config_exits_2_before_training(tmp_path, capsys):
+    code = train(
+        ["--set", "model.r=9", "--set", "model.E=4", "--set", "train.nope=1", "--out", str(tmp_path / "x")]
     )
-
-
-def test_cli_bad_config_exits_2_before_training(tmp_path):
-    proc = _launch(
-        "--set", "model.r=9", "--set", "model.E=4", "--set", "train.nope=1", "--out", str(tmp_path / "x")
-    )
-    assert proc.returncode == 2
-    assert "train.nope" in proc.stderr and "Traceback" not in proc.stderr
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert "train.nope" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "x").exists()
-
-
-@pytest.mark.slow
-def test_cli_runs_and_writes_result_json(prepared, tmp_path):
-    args = [a for item in TINY_RUN for a in ("--set", item)]
-    proc = _launch(*args, "--set", "eval.test=false", "--out", str(tmp_path / "cli"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "cli" / "result.json").read_text())
-    assert "test_ap" not in result and {"ap", "fg", "matrix", "params"} <= set(result)
-    assert "result matrix" in proc.stdout and "AP" in proc.stdout
-    (key_line,) = [
-        line for line in proc.stdout.splitlines() if line.startswith("task-key accuracy (last row")
-    ]
-    assert "(complete " in key_line and "image_missing" in key_line

@@ -1,17 +1,21 @@
-"""One real sweep through the launcher (subprocess joining the shared Ray) with the real runner on tiny_test:
-results.csv / results.md / plots, TensorBoard HParams for every trial and for the experiment, a NaN trial listed
-as failed with its reason while the others finish, and a retried trial (fault injected after task 2) whose final
-metrics equal an uninterrupted trial's."""
+"""One real sweep through the launcher (``delo.cli.sweep`` in-process, joining the shared Ray as a driver joins
+a running cluster) with the real runner on tiny_test: results.csv / results.md / plots, TensorBoard HParams for
+every trial and for the experiment, a NaN trial listed as failed with its reason while the others finish, and a
+retried trial (fault injected after task 2) whose final metrics equal an uninterrupted trial's."""
 
+import contextlib
 import csv
+import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from delo.cli import sweep as sweep_cli
+
 ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # real trials: about 30 s for the module on 2 quiet cores
 
 SPEC = """name: real
 table: components
@@ -35,39 +39,29 @@ def _hparams(events_dir: Path) -> dict:
     return acc.PluginTagToContent(metadata.PLUGIN_NAME)
 
 
-@pytest.fixture(scope="module")
-def real_sweep(tmp_path_factory, ray_session):
-    from delo.vilt.backbone import TINY_DIR
+def _sweep(ray_cluster, *args) -> tuple[int, str, str]:
+    """delo-sweep ARGS --address <the shared cluster>, in this process: (exit status, stdout, stderr)."""
+    import ray
 
-    assert (TINY_DIR / "config.json").is_file(), (
-        "the shipped tiny backbone (delo/vilt/assets/tiny_vilt) is missing"
-    )
+    ray.shutdown()  # only this process's driver connection: the launcher makes its own (ray.init allows one)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = sweep_cli([*map(str, args), "--address", ray_cluster.address])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory, ray_cluster, tiny_world):
     tmp = tmp_path_factory.mktemp("real")
     profile = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
     spec = tmp / "spec.yaml"
     spec.write_text(f"base: {{file: {profile}}}\n" + SPEC)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "launch" / "sweep.py"),
-            str(spec),
-            "--address",
-            ray_session,
-            "--storage",
-            str(tmp / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=480,
-        check=False,
-    )
-    return proc, tmp / "out" / "real"
+    return _sweep(ray_cluster, spec, "--storage", tmp / "out"), tmp / "out" / "real"
 
 
 def test_exit_status_and_progress(real_sweep):
-    proc, _ = real_sweep
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: a trial failed, the sweep finished
-    out = proc.stdout
+    (code, out, err), _ = real_sweep
+    assert code == 1, out + err  # 1: a trial failed, the sweep finished
     assert "[sweep real]" in out and "best final_ap" in out and "tensorboard --logdir" in out
     assert "1 trial(s) failed" in out
 
@@ -136,7 +130,7 @@ max_concurrent: 2
 """
 
 
-def test_grid_over_a_generator_knob_runs_every_world(tmp_path, ray_session):
+def test_grid_over_a_generator_knob_runs_every_world(tmp_path, ray_cluster):
     """Each value of data.synthetic.dominant gets its own cache folder, so neither trial finds its world
     replaced by the other's (the driver prepares both before any trial starts)."""
     from delo.config import load_config
@@ -145,12 +139,8 @@ def test_grid_over_a_generator_knob_runs_every_world(tmp_path, ray_session):
     profile = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
     spec = tmp_path / "worlds.yaml"
     spec.write_text(f"base: {{file: {profile}}}\n" + WORLDS_SPEC)
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "sweep.py"), str(spec), "--address",
-         ray_session, "--storage", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=480, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    code, out, err = _sweep(ray_cluster, spec, "--storage", tmp_path / "out")
+    assert code == 0, out[-3000:] + err[-3000:]
     rows = list(csv.DictReader((tmp_path / "out" / "worlds" / "results.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows), rows
     folders = set()

@@ -1,6 +1,7 @@
-"""Interrupt the sweep driver (SIGINT; SIGKILL in the slow test) mid-sweep, then --resume: the sweep finishes,
-finished trials are not rerun and the results table is complete. The driver is a subprocess joining the shared
-Ray (fake runner, ~1 s per task); the launcher's refusals are covered here too."""
+"""Interrupt the sweep driver (SIGINT or SIGKILL) mid-sweep, then --resume: the sweep finishes, finished trials
+are not rerun and the results table is complete. The interrupted driver is a subprocess joining the shared Ray
+(fake runner, ~1 s per task); the refusal without --resume and the resume run in-process
+(``delo.sweep.driver.launch``, what delo-sweep calls)."""
 
 import csv
 import json
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from delo.folderlock import LOCK_FILE
 
 SPEC = """name: resumable
 table: components
@@ -58,6 +61,24 @@ def _start(script, *args):
     )
 
 
+def _launch_here(tmp_path, fakes, address, monkeypatch, resume: bool) -> int:
+    """The driver script's launch() in this process (which must hold no connection to Ray of its own)."""
+    import ray
+
+    from delo.sweep.driver import launch
+
+    ray.shutdown()  # this process's driver connection, if a test left one: launch() makes its own
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    spec = tmp_path / "spec.yaml"  # fakes.write_spec's, written by _driver
+    return launch(spec, address=address, storage=str(tmp_path / "out"), resume=resume,
+                  run_fn=fakes.slow_fake_run, check_inputs=False, progress_interval_s=2)  # fmt: skip
+
+
+def _driver_files(exp: Path) -> dict[str, bytes]:
+    """The experiment folder's own files (spec, status, Tune state), without the folder lock."""
+    return {p.name: p.read_bytes() for p in exp.iterdir() if p.is_file() and p.name != LOCK_FILE}
+
+
 def _wait_for(exp: Path, proc, done: int, timeout: float = 180.0) -> dict:
     """Until `done` trials completed and another is running (per the driver's trial_status.yaml)."""
     end = time.time() + timeout
@@ -85,8 +106,14 @@ def _check_finished(exp: Path, finished_before: dict[str, str]) -> None:
     assert "| 2/2 |" in md and "Failed trials" not in md
 
 
-def test_sigint_then_resume_finishes_only_missing_trials(ray_session, fakes, tmp_path):
-    script = _driver(tmp_path, fakes, ray_session)
+@pytest.mark.slow
+def test_sigint_then_resume_repairs_the_state_and_finishes_only_missing_trials(
+    ray_cluster, fakes, tmp_path, capsys, monkeypatch
+):
+    """SIGINT mid-sweep: exit 130, naming --resume. Rerun without --resume: refused, nothing touched. A Tune state
+    file then cut short in the experiment folder (the driver died while Ray copied it there) is replaced by Ray's
+    intact staging copy on --resume, with a warning naming it; the sweep finishes, finished trials not rerun."""
+    script = _driver(tmp_path, fakes, ray_cluster.address)
     exp = tmp_path / "out" / "resumable"
     proc = _start(script)
     status = _wait_for(exp, proc, done=1)
@@ -96,19 +123,24 @@ def test_sigint_then_resume_finishes_only_missing_trials(ray_session, fakes, tmp
     assert proc.returncode == 130, out
     assert "--resume" in out
 
-    again = _start(script)  # without --resume: refused, nothing touched
-    out, _ = again.communicate(timeout=120)
-    assert again.returncode == 2 and "Pass --resume" in out
+    # without --resume: refused, none of the driver's files touched
+    before = _driver_files(exp)
+    assert _launch_here(tmp_path, fakes, ray_cluster.address, monkeypatch, resume=False) == 2
+    assert "Pass --resume" in capsys.readouterr().err
+    assert _driver_files(exp) == before
 
-    resumed = _start(script, "--resume")
-    out, _ = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, out
+    newest = sorted(exp.glob("basic-variant-state-*.json"))[-1]
+    newest.write_bytes(newest.read_bytes()[:10])
+    assert _launch_here(tmp_path, fakes, ray_cluster.address, monkeypatch, resume=True) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {newest}: damaged" in captured.err
+    assert "Traceback" not in captured.out + captured.err
     _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_finishes(ray_session, fakes, tmp_path):
-    script = _driver(tmp_path, fakes, ray_session)
+def test_sigkill_then_resume_finishes(ray_cluster, fakes, tmp_path, monkeypatch):
+    script = _driver(tmp_path, fakes, ray_cluster.address)
     exp = tmp_path / "out" / "resumable"
     proc = _start(script)
     _wait_for(exp, proc, done=1)
@@ -119,34 +151,10 @@ def test_sigkill_then_resume_finishes(ray_session, fakes, tmp_path):
     status = yaml.safe_load((exp / "trial_status.yaml").read_text())["trials"]
     finished = {n for n, s in status.items() if s["status"] == "COMPLETED" and s["trial_id"] in state}
 
-    resumed = _start(script, "--resume")
-    out, _ = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, out
+    assert _launch_here(tmp_path, fakes, ray_cluster.address, monkeypatch, resume=True) == 0
     # Only trials the last snapshot recorded as finished are guaranteed not to rerun after a SIGKILL.
     snap = next(exp.glob("experiment_state-*.json")).read_text()
     assert snap
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"COMPLETED"}
     assert finished
-
-
-def test_resume_repairs_a_state_file_cut_short(ray_session, fakes, tmp_path):
-    """A Tune state file truncated in the experiment folder (the driver died while Ray copied it there) is
-    replaced by Ray's intact staging copy on --resume, with a warning naming it; the sweep then finishes."""
-    script = _driver(tmp_path, fakes, ray_session)
-    exp = tmp_path / "out" / "resumable"
-    proc = _start(script)
-    status = _wait_for(exp, proc, done=1)
-    finished = {n for n, s in status.items() if s["status"] == "COMPLETED"}
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out
-    newest = sorted(exp.glob("basic-variant-state-*.json"))[-1]
-    newest.write_bytes(newest.read_bytes()[:10])
-
-    resumed = _start(script, "--resume")
-    out, _ = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, out
-    assert f"warning: {newest}: damaged" in out
-    assert "Traceback" not in out
-    _check_finished(exp, dict.fromkeys(finished, "COMPLETED"))

@@ -1,8 +1,9 @@
 """The fault drill (issue 17): a real multi-process Ray cluster on this machine, a head and a worker node started
-as separate `ray start` processes, a 4-trial grid on tiny_test through launch/sweep.py --address, and the worker
-node's raylet killed with SIGKILL once every trial has reported its first task. Tune must reschedule the lost
-trials from their last task checkpoint on the head, and every trial's final result must equal an undisturbed
-run's.
+as separate `ray start` processes with one CPU each, a grid of two identical tiny_test trials (one per node)
+through launch/sweep.py --address, and the worker node's raylet killed with SIGKILL once the trial on it has
+reported its first task. Tune must reschedule the lost trial from its last task checkpoint on the head, and
+its final result must equal its twin's, which ran undisturbed on the head: an undisturbed run of the same
+config, computed the same way (one CPU, so one thread, in a trial process).
 
 Why a private --temp-dir: `ray start` records its address in <temp dir>/ray_current_cluster, and a plain
 `ray.init()` joins the cluster recorded in /tmp/ray; other Ray users on this machine must not join this one.
@@ -26,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # a Ray of its own: not beside the shared one
 
 
 def _free_port() -> int:
@@ -58,6 +59,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            break
+        pid = int(status.split("\nPPid:\t", 1)[1].split("\n", 1)[0])
+        out.append(pid)
+    return out
+
+
 def _kill_tree(pids: list[int]) -> None:
     for pid in [q for p in pids for q in (p, *_children(p))]:
         with contextlib.suppress(ProcessLookupError):
@@ -70,7 +83,7 @@ def _comparable(result: dict) -> dict:
     return out
 
 
-def test_killed_worker_node_trials_resume_from_their_checkpoints(tmp_path, monkeypatch):
+def test_killed_worker_node_trial_resumes_to_its_undisturbed_twins_result(tmp_path):
     temp = tempfile.mkdtemp(prefix="rd", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {
         **os.environ,
@@ -87,12 +100,12 @@ def test_killed_worker_node_trials_resume_from_their_checkpoints(tmp_path, monke
     common = ["--num-gpus=0", "--disable-usage-stats", "--object-store-memory=100000000"]
     try:
         subprocess.run(
-            [RAY, "start", "--head", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}",
+            [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp}",
              "--include-dashboard=false", *common],
             env=env, check=True, capture_output=True, timeout=180,
         )  # fmt: skip
         subprocess.run(
-            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", f"--node-manager-port={worker_port}",
+            [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--node-manager-port={worker_port}",
              *common],
             env=env, check=True, capture_output=True, timeout=180,
         )  # fmt: skip
@@ -102,9 +115,10 @@ def test_killed_worker_node_trials_resume_from_their_checkpoints(tmp_path, monke
                 {
                     "name": "drill",
                     "base": {"file": str(ROOT / "sweeps" / "profiles" / "tiny_test.yaml")},
-                    "grid": {"seeds": [0, 1, 2, 3]},
+                    # twins: the same run config under two names (one CPU per node: one trial per node)
+                    "grid": {"variants": {"killed_or_not": {}, "twin": {}}, "seeds": [0]},
                     "resources": {"cpu": 1, "gpu": 0},
-                    "max_concurrent": 4,
+                    "max_concurrent": 2,
                     "failure": {"max_failures": 2},
                 }
             )
@@ -116,20 +130,25 @@ def test_killed_worker_node_trials_resume_from_their_checkpoints(tmp_path, monke
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         )  # fmt: skip
         exp = storage / "drill"
-        deadline = time.time() + 400
-        while time.time() < deadline:  # every trial has reported task 1 (so Tune holds its checkpoint)
-            reported = [p for p in exp.glob("*/result.json") if p.read_text().strip()]
-            if len(reported) == 4:
-                break
-            assert driver.poll() is None, driver.stdout.read()[-4000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("the trials did not all report their first task in time")
         (raylet,) = [
             p
             for p in _pids()
             if "raylet" in _cmdline(p) and f"--node_manager_port={worker_port}" in _cmdline(p)
         ]
+        deadline = time.time() + 400
+        while (
+            time.time() < deadline
+        ):  # the worker node's trial reported task 1 (so Tune holds its checkpoint)
+            rows = [p.read_text().split("\n", 1)[0] for p in exp.glob("*/result.json")]
+            pids = [
+                json.loads(row)["pid"] for row in rows if row.strip()
+            ]  # each trial's process (Tune's field)
+            if any(raylet in _ancestors(pid) for pid in pids):
+                break
+            assert driver.poll() is None, driver.stdout.read()[-4000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker node's trial did not report its first task in time")
         finished_before = list(exp.glob("*/*/result.json"))
         _kill_tree([raylet])
         out, _ = driver.communicate(timeout=900)
@@ -139,23 +158,24 @@ def test_killed_worker_node_trials_resume_from_their_checkpoints(tmp_path, monke
         shutil.rmtree(temp, ignore_errors=True)
 
     status = yaml.safe_load((exp / "trial_status.yaml").read_text())["trials"]
-    assert len(status) == 4 and all(s["status"] == "COMPLETED" for s in status.values()), status
-    retried = [name for name, s in status.items() if (s.get("num_failures") or 0) > 0]
-    assert retried, f"no trial was rescheduled (finished before the kill: {finished_before}); {out[-3000:]}"
-    for name in retried:
-        # resumed from its last task checkpoint: no task was reported twice, task 1 in particular
-        tasks = [json.loads(line)["task"] for line in (exp / name / "result.json").read_text().splitlines()]
-        assert tasks == sorted(set(tasks)) == [1, 2, 3], (name, tasks)
+    assert len(status) == 2 and all(s["status"] == "COMPLETED" for s in status.values()), status
+    failed = [name for name, s in status.items() if (s.get("num_failures") or 0) > 0]
+    assert len(failed) == 1, (  # the worker node's trial, and only it
+        f"rescheduled: {failed}; finished before the kill: {finished_before}; {out[-3000:]}"
+    )
+    (retried,), (undisturbed,) = failed, set(status) - set(failed)
+    # resumed from its last task checkpoint: no task was reported twice, task 1 in particular. (Tune may drop the
+    # row of a report made as the node died, [1, 3]; the checkpoint it stored is kept, and the retry resumes there.)
+    tasks = [json.loads(line)["task"] for line in (exp / retried / "result.json").read_text().splitlines()]
+    assert tasks[0] == 1 and tasks[-1] == 3 and tasks == sorted(set(tasks)), (retried, tasks)
 
-    from delo.config import RunConfig
-    from delo.train import run_continual
-
-    # a trial computes with 1 thread (its one CPU); so must the reference, or the float sums of the losses differ
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for name in status:
+    def run_result(name: str) -> dict:
         info = json.loads((exp / name / "trial.json").read_text())
-        drilled = _comparable(json.loads((exp / name / info["out_dir"] / "result.json").read_text()))
-        undisturbed = run_continual(RunConfig.model_validate(info["config"]), tmp_path / "undisturbed" / name)
-        undisturbed = _comparable(json.loads(json.dumps(undisturbed)))
-        differ = sorted(k for k in set(drilled) | set(undisturbed) if drilled.get(k) != undisturbed.get(k))
-        assert not differ, (name, differ)  # key names only: a diff of two results is slow to print
+        return json.loads((exp / name / info["out_dir"] / "result.json").read_text())
+
+    drilled, twin = run_result(retried), run_result(undisturbed)
+    assert drilled["config"] == twin["config"]  # the same run, so the same numbers are due
+    differ = sorted(
+        k for k in set(drilled) | set(twin) if _comparable(drilled).get(k) != _comparable(twin).get(k)
+    )
+    assert not differ, differ  # key names only: a diff of two results is slow to print

@@ -1,6 +1,7 @@
 """Multi-node placement with ray.cluster_utils.Cluster: a head and 2 worker nodes with one logical GPU each
-(no CUDA). Trials asking {"cpu": 1, "gpu": 0.5} run two per node, across both nodes, at the same time; the
-trainable falls back to CPU. Storage is a local folder every node of this one-machine cluster shares."""
+(no CUDA). Trials asking {"cpu": 1, "gpu": 0.5} run two per node, across both nodes, at the same time (each
+waits at a barrier until all four have arrived); the trainable falls back to CPU. Storage is a local folder every
+node of this one-machine cluster shares."""
 
 import json
 import os
@@ -20,22 +21,27 @@ max_concurrent: 4
 
 
 def placed_run(cfg, out_dir, on_task_end):
-    """Records where and when the trial ran; two 1.5 s tasks so the four trials overlap."""
+    """Records where the trial ran. Two tasks; before the first, the trial waits at a barrier in the experiment
+    folder until all four trials have arrived, which they only can if all four run at the same time."""
     import ray
     import torch
 
     out_dir = Path(out_dir)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    start = time.time()
+    barrier = out_dir.parents[1] / "barrier"  # <experiment>/<trial>/<trial> is out_dir
+    barrier.mkdir(exist_ok=True)
+    (barrier / out_dir.name).touch()
+    give_up = time.time() + 300  # a guard against hanging, not a measurement
+    while len(list(barrier.iterdir())) < 4:
+        if time.time() > give_up:
+            raise RuntimeError(f"only {sorted(p.name for p in barrier.iterdir())} ran at once")
+        time.sleep(0.1)
     for k in range(2):
-        time.sleep(1.5)
         metrics = {"task": k + 1, "ap_seen": 50.0}
         if k == 1:
             metrics["final_ap"] = 50.0
             where = {
                 "node": ray.get_runtime_context().get_node_id(),
-                "start": start,
-                "end": time.time(),
                 "cuda_visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "cuda": torch.cuda.is_available(),
                 "gpu_ids": ray.get_gpu_ids(),
@@ -46,6 +52,7 @@ def placed_run(cfg, out_dir, on_task_end):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # a Ray of its own: not beside the shared one
 def test_half_gpu_trials_run_two_per_node(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
@@ -82,7 +89,8 @@ def test_half_gpu_trials_run_two_per_node(tmp_path):
         assert sorted(nodes.count(n) for n in set(nodes)) == [2, 2]
         assert set(nodes) == {w.node_id for w in workers}
         assert all(w["gpu_ids"] and not w["cuda"] for w in where)  # a GPU share, no CUDA: ran on CPU
-        assert max(w["start"] for w in where) < min(w["end"] for w in where)  # all four ran at once
+        # all four ran at once: each passed the barrier, which needs all four
+        assert len(list((tmp_path / "shared" / "multinode" / "barrier").iterdir())) == 4
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -2,13 +2,11 @@
 key with both line numbers, no traceback, nothing written. (Damaged checkpoints: tests/integration/
 test_train_run.py; damaged sweep files: test_damaged_files.py; a busy folder: test_folder_lock.py.)"""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from delo.cli import sweep
+from delo.cli import sweep, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
@@ -22,21 +20,14 @@ TINY = ROOT / "sweeps" / "profiles" / "tiny_test.yaml"
     ],
     ids=["duplicated", "case-only"],
 )
-def test_train_refuses_a_config_with_twice_the_same_key(tmp_path, text, message):
+def test_train_refuses_a_config_with_twice_the_same_key(tmp_path, capsys, text, message):
     config = tmp_path / "run.yaml"
     config.write_text(f"extends: {TINY}\n{text}")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "train.py"), str(config), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    (line,) = proc.stderr.strip().splitlines()
+    assert train([str(config), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.strip().splitlines()
     assert line.startswith(f"error: {config}: {message}")
-    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    assert captured.out == "" and not (tmp_path / "out").exists()
 
 
 def test_sweep_refuses_a_spec_or_profile_with_a_duplicated_key(tmp_path, capsys):

@@ -1,37 +1,29 @@
-"""Smoke test of the performance figures: ``launch/bench.py --quick`` writes every figure with its fields.
+"""Smoke test of the performance figures: ``delo-bench --quick`` (in-process) writes every figure with its
+fields. launch/bench.py itself runs once in tests/integration/test_launchers.py.
 
 No timing assertions: the figures are measured on shared machines; this only checks that each one runs.
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from delo.cli import bench
 from delo.tools.bench import FIGURES
 
-pytestmark = pytest.mark.slow  # one quick run takes about 20-30 s on 2 shared cores
+pytestmark = pytest.mark.xdist_group("bench")  # one worker builds the module's costly fixture, once
 
-ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"value", "target", "met"}
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "launch" / "bench.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert bench(["--quick", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the quick run takes about 10-30 s on 2 shared cores
 def test_every_figure_is_written(quick):
     assert set(FIGURES) <= set(quick)
     for name in FIGURES:
@@ -42,6 +34,7 @@ def test_every_figure_is_written(quick):
         assert (figure["target"] is None) == (figure["met"] is None), name
 
 
+@pytest.mark.slow
 def test_context_and_machine(quick):
     assert quick["quick"] is True
     assert {"cpu_count", "torch", "threads"} <= set(quick["machine"])
@@ -53,18 +46,7 @@ def test_context_and_machine(quick):
     assert quick["checkpoint_ratio"]["full_state_dict_bytes"] > quick["checkpoint_ratio"]["task_file_bytes"]
 
 
-def test_unknown_figure_exits_2(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "launch" / "bench.py"),
-            "--only",
-            "nope",
-            "--out",
-            str(tmp_path / "x.json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2 and "nope" in done.stderr
+def test_unknown_figure_exits_2_naming_it(tmp_path, capsys):
+    assert bench(["--only", "nope", "--out", str(tmp_path / "x.json")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -61,35 +61,24 @@ def test_lock_of_a_killed_holder_is_taken_over_with_a_warning(tmp_path, capsys):
     assert recorded["pid"] == os.getpid()
 
 
-def test_second_train_run_on_a_folder_exits_2_at_once(tmp_path):
+def test_second_train_run_on_a_folder_exits_2_at_once(tmp_path, capsys):
+    from delo.cli import train
+
     out = tmp_path / "out"
-    with FolderLock(out, "run"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "launch" / "train.py"),
-                str(ROOT / "sweeps/profiles/tiny_test.yaml"),
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=120,
-        )
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    with FolderLock(out, "run"):  # an flock of its own: the same process is refused as another would be
+        code = train([str(ROOT / "sweeps/profiles/tiny_test.yaml"), "--out", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr[-2000:]
     started = time.strftime("%Y-%m-%d")
     assert re.fullmatch(
         re.escape(
             f"error: {out}: another run is writing to this folder (pid {os.getpid()} on {socket.gethostname()}, "
         )
         + rf"started {started} [0-9:]+ \w+\); wait for it to end, or use another --out",
-        proc.stderr.strip(),
-    ), proc.stderr
-    assert not (
-        out / "checkpoints"
-    ).exists()  # refused before any work (no wall-clock bound: tests run loaded)
+        stderr.strip(),
+    ), stderr
+    # refused before any work: no world prepared into it, no checkpoint (no wall-clock bound: tests run loaded)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
 
 
 def test_second_sweep_on_an_experiment_folder_exits_2(tmp_path, capsys):

@@ -2,18 +2,30 @@
 
 from types import SimpleNamespace
 
+import yaml
+
 from delo.sweep.progress import SweepProgress
 
 
-def _trial(name, status, last=None):
+def _trial(exp, name, status, last=None):
+    path = str(exp / name)
     return SimpleNamespace(
-        trial_id=name, status=status, last_result=last or {}, local_path=f"/x/{name}", path=f"/x/{name}"
+        trial_id=name, status=status, last_result=last or {}, local_path=path, path=path, num_failures=0
     )
 
 
-def test_denominator_is_the_grid_size_or_a_question_mark(tmp_path):
-    # Tune has created only two of the grid's 18 trials yet.
-    trials = [_trial("a", "TERMINATED", {"task": 3, "final_ap": 70.0}), _trial("b", "RUNNING", {"task": 1})]
-    line = SweepProgress("rf", str(tmp_path), 3, 18)._summary(trials)
-    assert "done 1/18 |" in line and "best final_ap 70.00 (a)" in line and "b@1/3" in line
-    assert "done 1/? |" in SweepProgress("s", str(tmp_path), 3, None)._summary(trials)
+def test_denominator_is_the_grid_size_or_a_question_mark(tmp_path, capsys):
+    # Tune has created only two of the grid's 18 trials yet; the callback prints its summary at every step here.
+    trials = [
+        _trial(tmp_path, "a", "TERMINATED", {"task": 3, "final_ap": 70.0}),
+        _trial(tmp_path, "b", "RUNNING", {"task": 1}),
+    ]
+    SweepProgress("rf", str(tmp_path), 3, 18, interval_s=0).on_step_end(1, trials)
+    line = capsys.readouterr().out
+    assert line.startswith("[sweep rf] ")
+    assert (
+        "running 1 | done 1/18 |" in line and "best final_ap 70.00 (a)" in line and "running: b@1/3" in line
+    )
+    assert yaml.safe_load((tmp_path / "trial_status.yaml").read_text())["total_trials"] == 18
+    SweepProgress("s", str(tmp_path), 3, None, interval_s=0).on_step_end(1, trials)
+    assert "done 1/? |" in capsys.readouterr().out

@@ -1,12 +1,13 @@
-"""Reports from files alone: results.csv, results.md in the paper layout (mean ± 95 % CI), failed trials, PNGs."""
+"""Reports from files alone: results.csv, results.md in the paper layout (mean ± 95 % CI), failed trials, and
+the plots, read from the figures they were drawn from (the saved_figures fixture, tests/conftest.py)."""
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from delo.sweep.experiment import error_reason
 from delo.sweep.records import collect
@@ -101,12 +102,27 @@ def _exp(tmp_path, table="rank_factor"):
     return exp
 
 
-def assert_matplotlib_png(path: Path) -> None:
-    """Drawn by matplotlib (its PNG 'Software' text chunk) and readable at a glance (>= 1000 px wide)."""
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert "matplotlib" in image.info.get("Software", "").lower(), image.info
-        assert image.size[0] >= 1000, image.size
+def _figures(paths: list[Path], saved: list) -> dict:
+    """The figure behind each PNG the report wrote, by file name (write_report returns them in writing order)."""
+    pngs = [p.name for p in paths if p.suffix == ".png"]
+    assert len(saved) == len(pngs) and all(p.is_file() for p in paths if p.suffix == ".png"), (pngs, saved)
+    return dict(zip(pngs, saved, strict=True))
+
+
+def _image(fig) -> list[list[float | None]]:
+    """The cells an image plot shows (None: a masked, empty cell), rows top to bottom."""
+    (image,) = fig.axes[0].images
+    values = image.get_array().astype(float).filled(math.nan).tolist()
+    return [[None if math.isnan(v) else v for v in row] for row in values]
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def _ticks(fig) -> tuple[list[str], list[str]]:
+    ax = fig.axes[0]
+    return [t.get_text() for t in ax.get_xticklabels()], [t.get_text() for t in ax.get_yticklabels()]
 
 
 def test_error_reason_is_the_exception_line(tmp_path):
@@ -124,7 +140,7 @@ def test_collect_statuses(tmp_path):
     assert records["E32-r8_s0_00004"].status == "PENDING"
 
 
-def test_rank_factor_report(tmp_path):
+def test_rank_factor_report(tmp_path, saved_figures):
     exp = _exp(tmp_path)
     paths = write_report(exp)
     assert {p.name for p in paths} == {
@@ -148,11 +164,20 @@ def test_rank_factor_report(tmp_path):
     assert (
         "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
     )
-    for png in ("ap_grid.png", "best_matrix.png"):
-        assert_matplotlib_png(exp / png)
+    figures = _figures(paths, saved_figures)
+    grid = figures["ap_grid.png"]  # test final AP per (E, r), the cells of the table above
+    assert _image(grid) == [[60.0, 69.0]] and _ticks(grid) == (["2", "4"], ["16"])
+    assert _texts(grid) == ["60.00\n± 12.71\n(n=2)", "69.00\n(n=1)\n(reference)"]  # one pair: no † possible
+    lo, hi = grid.axes[0].images[0].get_clim()  # the reference 69 ± the widest interval 12.71
+    assert (round(lo, 2), round(hi, 2)) == (56.29, 81.71)
+    assert "test split" in grid.axes[0].get_title()
+    best = figures["best_matrix.png"]  # the best trial by val final AP, its test matrix
+    assert _image(best) == [[59.0, None, None], [54.0, 60.0, None], [49.0, 51.0, 61.0]]
+    assert _texts(best) == ["59.0", "54.0", "60.0", "49.0", "51.0", "61.0"]
+    assert "E16-r4_s0_00002\ntest split, seed 0" in best.axes[0].get_title()
 
 
-def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
+def test_val_split_when_no_test_rows_and_search_layout(tmp_path, saved_figures):
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "sweep_spec.yaml").write_text(yaml.safe_dump({"spec": {"name": "s", "table": "search"}}))
@@ -165,10 +190,17 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path):
     assert "Split in the tables: **val**" in md
     assert "1 stopped early by ASHA" in md
     assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
-    assert "ap_fg.png" in {p.name for p in paths}
-    for path in paths:
-        if path.suffix == ".png":
-            assert_matplotlib_png(path)
+    figures = _figures(paths, saved_figures)
+    assert set(figures) == {"ap_fg.png", "best_matrix.png"}
+    bars = figures["ap_fg.png"].axes[0]  # the completed groups, best val AP first
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["E=16,r=4", "E=8,r=2"]
+    ap, fg = bars.containers
+    assert (ap.get_label(), [b.get_height() for b in ap]) == ("AP ↑", [65.0, 55.0])
+    assert (fg.get_label(), [b.get_height() for b in fg]) == ("FG ↓", [10.0, 10.0])
+    assert "(val split)" in bars.get_title()
+    best = figures["best_matrix.png"]
+    assert _image(best) == [[60.0, None, None], [55.0, 61.0, None], [50.0, 52.0, 62.0]]
+    assert "E16_r4_s0_00001\nval split, seed 0" in best.axes[0].get_title()
 
 
 def test_confidence_interval_uses_students_t():
@@ -220,19 +252,26 @@ def _spec(exp: Path, table: str) -> None:
     )
 
 
-def test_missing_grid_draws_ap_against_eta_per_type(tmp_path):
+def test_missing_grid_draws_ap_against_eta_per_type(tmp_path, saved_figures):
     exp = tmp_path / "missing"
     _spec(exp, "missing")
     n = 0
-    for kind in ("text", "image", "both"):
+    for kind, lower in (("text", 0), ("image", 5), ("both", 10)):
         for eta in (0.1, 0.5, 0.9):
             over = {"data.missing.type": kind, "data.missing.eta": eta}
-            _grid_trial(exp, f"t{n:05d}", over, 0, 80 - 20 * eta, 5.0)
+            _grid_trial(exp, f"t{n:05d}", over, 0, 80 - 20 * eta - lower, 5.0)
             n += 1
-    paths = {p.name: p for p in write_report(exp)}
+    written = write_report(exp)
+    paths = {p.name: p for p in written}
     assert set(paths) == {"results.csv", "results.md", "results.tex", "ap_missing.png", "best_matrix.png"}
-    for name in ("ap_missing.png", "best_matrix.png"):
-        assert_matplotlib_png(paths[name])
+    figures = _figures(written, saved_figures)
+    lines = figures["ap_missing.png"].axes[0].containers  # one error-bar line per missing type
+    assert {c.get_label(): c.lines[0].get_xydata().tolist() for c in lines} == {
+        "text missing": [[0.1, 78.0], [0.5, 70.0], [0.9, 62.0]],
+        "image missing": [[0.1, 73.0], [0.5, 65.0], [0.9, 57.0]],
+        "both missing": [[0.1, 68.0], [0.5, 60.0], [0.9, 52.0]],
+    }
+    assert _image(figures["best_matrix.png"]) == [[78.0, None], [78.0, 78.0]]  # text at η 0.1
     assert "| text | 78.00 / 5.00 | 70.00 / 5.00 | 62.00 / 5.00 |" in (exp / "results.md").read_text()
 
 
@@ -279,16 +318,24 @@ def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
     assert not excludes_zero(6.0, None)
 
 
-def test_pareto_front_table_and_scatter(tmp_path):
+def test_pareto_front_table_and_scatter(tmp_path, saved_figures):
     exp = tmp_path / "pareto"
     _spec(exp, "pareto")
     # (E, r, AP): params 8000 * E, so E=4/60 and E=16/70 trade off, E=16/r=8 at 65 and E=32 at 69 are dominated
     for n, (E, r, ap) in enumerate([(4, 2, 60.0), (16, 4, 70.0), (16, 8, 65.0), (32, 4, 69.0)]):
         _trial(exp, f"E{E}_r{r}_s0_0000{n}", E, r, 0, ap)
-    paths = {p.name: p for p in write_report(exp)}
+    written = write_report(exp)
+    paths = {p.name: p for p in written}
     assert set(paths) == {"results.csv", "results.md", "results.tex", "pareto.png", "best_matrix.png"}
-    for name in ("pareto.png", "best_matrix.png"):
-        assert_matplotlib_png(paths[name])
+    scatter = _figures(written, saved_figures)["pareto.png"].axes[0]  # (trainable parameters, val final AP)
+    points = {c.get_label(): c.get_offsets().tolist() for c in scatter.collections}
+    assert points == {
+        "dominated trial": [[128000.0, 65.0], [256000.0, 69.0]],
+        "Pareto front": [[32000.0, 60.0], [128000.0, 70.0]],
+    }
+    (step,) = scatter.lines
+    assert step.get_xydata().tolist() == [[32000.0, 60.0], [128000.0, 70.0]]
+    assert [t.get_text() for t in scatter.texts] == ["E=4,r=2", "E=16,r=4"]
     md = (exp / "results.md").read_text()
     section = md.split("## Pareto front")[1].split("## Search")[0]
     assert "| `E4_r2_s0_00000` | 4 | 2 | 32.0k | val | 60.00 | 10.00 | – | – |" in section

@@ -105,15 +105,36 @@ def test_searcher_pickles_for_restore(tmp_path):
 def test_asha_rungs(T, grace, rf, expected):
     assert asha_rungs(T, grace, rf) == expected
     sched = ASHAScheduler(time_attr="task", max_t=T, grace_period=grace, reduction_factor=rf, brackets=1)
-    assert sorted(m for m, _ in sched._brackets[0]._rungs) == expected
+    # Ray's ASHA compares trials at exactly those tasks (a rung at T decides nothing: every trial ends there)
+    assert _stops(sched, T) == ([T], [m for m in expected if m < T] + [T])
+
+
+def _stops(sched, tasks: int) -> tuple[list[int], list[int]]:
+    """The tasks at which ``sched`` stops the best trial (at its last task only) and a trial worse than every
+    other (at each rung too), through Tune's scheduler calls: a leader reports AP 100 after each task, then a
+    laggard reports 0 after each task."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    sched.set_search_properties("ap_seen", "max")  # what Tune passes from the search's metric
+    leader, laggard = SimpleNamespace(trial_id="leader"), SimpleNamespace(trial_id="laggard")
+    for trial in (leader, laggard):
+        sched.on_trial_add(None, trial)
+    stops = []
+    for trial, ap in ((leader, 100.0), (laggard, 0.0)):
+        actions = [
+            sched.on_trial_result(None, trial, {"task": t, "ap_seen": ap}) for t in range(1, tasks + 1)
+        ]
+        stops.append([t for t, action in enumerate(actions, 1) if action == TrialScheduler.STOP])
+    return stops[0], stops[1]
 
 
 def test_scheduler_from_spec():
-    sweep = load_sweep(ROOT / "sweeps/search.yaml")
-    sched = make_scheduler(sweep)
-    assert sched._time_attr == "task" and sched._max_t == 5 and sched._reduction_factor == 2
-    paper = load_sweep(ROOT / "sweeps/search.yaml", profile="food101")
-    assert make_scheduler(paper)._reduction_factor == 3 and make_scheduler(paper)._max_t == 10
+    sweep = load_sweep(ROOT / "sweeps/search.yaml")  # 5 tasks, grace period 2: reduction factor 2
+    assert _stops(make_scheduler(sweep), 5) == ([5], [2, 4, 5])
+    paper = load_sweep(ROOT / "sweeps/search.yaml", profile="food101")  # 10 tasks: reduction factor 3
+    assert _stops(make_scheduler(paper), 10) == ([10], [2, 6, 10])
     assert make_scheduler(load_sweep(ROOT / "sweeps/search.yaml", ["search.scheduler.type=none"])) is None
 
 

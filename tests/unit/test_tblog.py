@@ -125,11 +125,53 @@ def test_experiment_config(tmp_path):
     assert {m.name.tag for m in exp.metric_infos} >= {"val/final_ap", "test/final_ap", "val/ap_seen"}
 
 
-def test_render_matrix_shape():
-    img = tblog.render_matrix([[50.0, None], [math.nan, 20.0]], title="val")
-    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-    heat = tblog.render_heatmap(np.array([[0.5, 0.5], [1.0, 0.0]]))
-    assert heat.shape == (20, 20, 3)
+def test_matrix_and_routing_images_show_the_values_logged(tmp_path):
+    """The images as TensorBoard shows them, read back from the event file: each result-matrix cell filled
+    with its value's colour (white 0 % to blue 100 %), a task not yet evaluated light grey, NaN darker grey;
+    each routing-heatmap cell with its pool's selection share, scaled by the row's largest."""
+    import io
+
+    from PIL import Image
+
+    def pixels(event) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+
+    def cell_of(img: np.ndarray, rgb: tuple[int, int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(top, bottom) and (left, right) of the one box filled with that colour (rows and columns with at least
+        20 such pixels: the antialiased edges of the labels have a few)."""
+        mask = (img == rgb).all(axis=2)
+        rows, cols = np.nonzero(mask.sum(axis=1) >= 20)[0], np.nonzero(mask.sum(axis=0) >= 20)[0]
+        assert rows.size and cols.size, f"no cell of colour {rgb}"
+        return (rows.min(), rows.max()), (cols.min(), cols.max())
+
+    log = tblog.TBLogger(tmp_path / "tb", {"seed": 0})
+    log.matrix("val/result_matrix", [[50.0, None], [math.nan, 20.0]], step=2)
+    counts = torch.zeros(1, 2, 2, 4, dtype=torch.long)  # (T, A/B, v/t, E) as model.routing_stats()
+    counts[0, 0, 0] = torch.tensor([1, 3, 0, 0])  # vision picks of the A factors: shares 1/4, 3/4
+    counts[0, 0, 1] = torch.tensor([0, 0, 2, 2])  # text: 1/2, 1/2
+    counts[0, 1] = 7  # B-factor picks are not shown
+    log.routing({"selection": {"layer0.query": counts}}, step=2)
+    log.close()
+    acc = _accumulator(tmp_path / "tb")
+
+    (event,) = acc.Images("val/result_matrix")
+    assert event.step == 2
+    img = pixels(event)
+    fifty, twenty = (155, 185, 255), (215, 227, 255)  # 255 - (200, 140, 0) x value / 100
+    unseen, nan = (235, 235, 235), (200, 200, 200)
+    (r50, c50), (r20, c20) = cell_of(img, fifty), cell_of(img, twenty)
+    (r_unseen, c_unseen), (r_nan, c_nan) = cell_of(img, unseen), cell_of(img, nan)
+    assert r50 == r_unseen and r20 == r_nan and r50 < r20  # rows: after task 1, after task 2
+    assert c50 == c_nan and c20 == c_unseen and c50 < c20  # columns: on task 1, on task 2
+
+    (event,) = acc.Images("routing/expert_frequency")
+    heat = pixels(event)
+    rows, cols = 2, 4  # a row per pool (layer0.query's vision and text), a column per expert of task 1
+    cell = heat.shape[0] // rows
+    assert heat.shape[:2] == (rows * cell, cols * cell)
+    shown = [[tuple(int(v) for v in heat[r * cell, c * cell]) for c in range(cols)] for r in range(rows)]
+    white, third, full = (255, 255, 255), (188, 208, 255), (55, 115, 255)  # scaled shares 0, 1/3, 1
+    assert shown == [[third, full, white, white], [white, white, full, full]]
 
 
 def test_swept_hparams_come_first_and_differ(tmp_path):
