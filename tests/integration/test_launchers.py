@@ -60,8 +60,8 @@ def test_summarize_rebuilds_the_report(tmp_path):
     (trial / trial.name / "result.json").write_text(json.dumps({"matrix": [[50.0]]}))
     proc = _run("summarize.py", exp)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines() == [str(exp / name) for name in ("results.csv", "results.md", "ap_fg.png",
-                                                                     "best_matrix.png")]  # fmt: skip
+    assert proc.stdout.splitlines() == [str(exp / name) for name in ("results.csv", "results.md", "results.tex",
+                                                                     "ap_fg.png", "best_matrix.png")]  # fmt: skip
 
 
 def test_bench_refuses_an_unknown_figure(tmp_path):
