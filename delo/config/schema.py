@@ -99,8 +99,8 @@ class SyntheticConfig(Section):
     """Generator seed of the benchmark (not the training seed)."""
     dominant: float = Field(0.0, ge=-1.0, le=1.0)
     """Shift evidence toward text (> 0) or image (< 0)."""
-    session_overlap: float = Field(0.0, ge=0.0, le=1.0)
-    """Blur of the per-session cues (0 = well separated)."""
+    session_cue: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of samples showing their session's cue, a background hue and topic words (0: none, world v3)."""
     scale: float = Field(1.0, gt=0.0, le=20.0)
     """Multiplier on the per-class sample counts."""
 
