@@ -21,7 +21,6 @@ from delo.config import SyntheticConfig
 from delo.data.records import DataError, cache_root
 from delo.data.synthetic_world import (  # noqa: F401  (re-exported: the readers and tools name them here)
     MC_CLASSES,
-    MC_LAYOUTS,
     MC_PER_SESSION,
     MC_SESSIONS,
     ML_GENRES,
@@ -34,11 +33,12 @@ from delo.data.synthetic_world import (  # noqa: F401  (re-exported: the readers
     draw_mc,
     draw_ml,
     jpeg_bytes,
+    sample_captioned,
     sample_pairs,
 )
 
 GENERATOR_VERSION = 3
-"""Version of the benchmark files: 2 grew the val and test splits; 3 is world v3 (layouts, no session cue by
+"""Version of the benchmark files: 2 grew the val and test splits; 3 is world v3 (fine colours, no session cue by
 default, 10 sessions; docs/benchmark.md)."""
 
 # Split sizes (multi-class: per class; multi-label: movies per session), all times data.synthetic.scale.

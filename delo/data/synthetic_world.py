@@ -1,22 +1,24 @@
-"""The embedded world, version 3 (docs/benchmark.md): primitives the backbone is pretrained on, and benchmark
-classes composed from them in a way pretraining never shows.
+"""The embedded world, version 3 (docs/benchmark.md): coarse concepts the backbone is pretrained on, and
+fine-grained benchmark classes that pretraining blurs.
 
-Primitives: eleven colours (ten hues and grey), six glyph shapes, and their words. A pretraining pair
-(:func:`sample_pairs`) shows 1-3 single-coloured glyphs anywhere on a pale background, and its caption names
-each glyph as "<colour> <shape>", the glyphs in random order: pretraining concepts are bags of objects.
+Primitives: ten coarse colours (hue ranges 0.1 wide) and grey, six glyph shapes, and their words; each coarse
+colour has four fine shades (hue offsets -0.036, -0.012, +0.012, +0.036) and four fine colour words.
 
-A multi-class (``mc``) class is a **layout**: four distinct colours of :data:`CLASS_COLOURS` on the four
-quadrants of a 2 x 2 grid, read top-left, top-right, bottom-left, bottom-right. The image shows one glyph per
-quadrant; the text describes the four glyphs as "<colour> <shape>" in that reading order. Each session holds the
-four mirror images of one layout (itself, left-right, top-bottom, both), so the classes of a session have the
-same colours and differ only by where they are; two sessions use each colour set (the second the transposed
-layouts). A multi-label (``ml``) genre is an ordered colour pair on **one bicoloured glyph** (left half, right
-half); its text is "<left colour> <right colour> <shape>".
+A pretraining pair (:func:`sample_captioned`) shows 1-3 glyphs anywhere on a pale background, each of any hue
+within its coarse colour's range; each of its captions names every glyph as "<colour word> <shape>", the glyphs
+in a random order, where the colour word is the coarse word or, half the time, a random one of the four fine
+words, drawn independently of the glyph's shade. What the two modalities of a pretraining pair agree on is the
+coarse colour and the shape of each glyph, and nothing finer.
 
-Where a modality does not carry a sample's class evidence its glyphs are grey and its text says "grey".
-Non-class content (background hue, filler and topic words, glyph shapes, sizes and placement, noise) comes from
-one distribution for every session unless ``session_cue`` > 0 (then that share of the samples shows its
-session's background hue and topic words, as world v2 did for every sample).
+A benchmark class (``mc``) is a **fine colour**: the image shows one glyph of the class's fine shade and the
+text names it "<fine word> <shape>". A session holds two fine colours of one coarse colour and two of another;
+session s uses coarse colour s (fine 0 and 1) and coarse colour s + 5 (fine 2 and 3), so sessions s and s + 5
+share their coarse colours. A genre (``ml``) is a fine colour too, one glyph per genre.
+
+Where a modality does not carry a sample's class evidence its glyph is grey and its text says "grey".
+Non-class content (background hue, filler and topic words, glyph shape, size and place, noise) comes from one
+distribution for every session unless ``session_cue`` > 0 (then that share of the samples shows its session's
+background hue and topic words, as world v2 did for every sample).
 """
 
 from __future__ import annotations
@@ -30,75 +32,77 @@ from PIL import Image
 
 IMAGE_SIZE = 64
 PAIRS_VERSION = 2
-"""Seeds :func:`sample_pairs` (version 1 drew the v2 benchmark's own classes; 2 is the v3 pretraining world)."""
+"""Seeds :func:`sample_captioned` (version 1 drew the v2 benchmark's own classes; 2 is the v3 pretraining
+world)."""
 
 PALETTE: dict[str, float] = {
     "red": 0.0, "orange": 0.1, "yellow": 0.2, "lime": 0.3, "green": 0.4,
     "cyan": 0.5, "blue": 0.6, "indigo": 0.7, "purple": 0.8, "pink": 0.9,
 }  # fmt: skip
-"""The ten saturated glyph colours (name -> hue); grey is the eleventh, the colour of absent evidence."""
+"""The ten coarse colours, name -> centre hue; a coarse colour covers hues within 0.05 of its centre."""
+COARSE_HALF_WIDTH = 0.05
+FINE_OFFSETS: tuple[float, ...] = (-0.036, -0.012, 0.012, 0.036)
+"""Hue offsets of a coarse colour's four fine shades (0.024 apart, 8.6 degrees)."""
+FINE_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "scarlet", "ruby", "cherry"),
+    "orange": ("amber", "tangerine", "copper", "rust"),
+    "yellow": ("lemon", "gold", "canary", "mustard"),
+    "lime": ("chartreuse", "pear", "moss", "olive"),
+    "green": ("emerald", "jade", "mint", "fern"),
+    "cyan": ("teal", "turquoise", "aqua", "cerulean"),
+    "blue": ("azure", "cobalt", "sapphire", "navy"),
+    "indigo": ("iris", "ultramarine", "periwinkle", "denim"),
+    "purple": ("violet", "plum", "lilac", "orchid"),
+    "pink": ("magenta", "rose", "fuchsia", "blush"),
+}
+"""Fine word k of a coarse colour names its fine shade k in the benchmark; in pretraining it is a synonym."""
 GREY = "grey"
-CLASS_COLOURS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple")
-"""The five colours classes are made of (hues 0.2 apart)."""
 SHAPES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring", "diamond")
 FILLER_WORDS: tuple[str, ...] = (
     "the", "a", "an", "of", "with", "and", "in", "on", "for", "from", "at", "by", "to", "is", "was", "very",
     "fresh", "old", "new", "big", "small", "warm", "cold", "simple", "classic", "little", "quiet", "bright",
     "one", "two", "day", "night", "home", "city", "friend", "story", "style", "recipe", "journey", "life",
 )  # fmt: skip
-WORLD_WORDS: tuple[str, ...] = tuple(sorted({*PALETTE, GREY, *SHAPES, *FILLER_WORDS}))
+FINE: dict[str, tuple[str, int]] = {w: (c, k) for c, words in FINE_WORDS.items() for k, w in enumerate(words)}
+"""Fine word -> (coarse colour, fine index)."""
+WORLD_WORDS: tuple[str, ...] = tuple(sorted({*PALETTE, *FINE, GREY, *SHAPES, *FILLER_WORDS}))
 """Every word any synthetic text can contain (lowercase). The only other symbol is ".", which the MM-IMDb
 reader puts between plots when it joins them with ". "."""
 
-# ----------------------------------------------------------------------------------------------------------
-# Multi-class: layouts
 
-QUADRANTS = 4  # reading order: top-left, top-right, bottom-left, bottom-right
-MIRRORS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3), (1, 0, 3, 2), (2, 3, 0, 1), (3, 2, 1, 0))
-"""The Klein four-group on the quadrants: identity, left-right mirror, top-bottom mirror, half turn. It acts
-regularly, so the four mirror images of a layout put each of its colours once on every quadrant (a Latin
-square): any one quadrant tells a session's classes apart, and none is told apart by its colours."""
-TRANSPOSE = (0, 2, 1, 3)
-"""Swaps top-right and bottom-left: a layout outside the mirror images of the first (another coset)."""
+def fine_hue(word: str) -> float:
+    coarse, k = FINE[word]
+    return PALETTE[coarse] + FINE_OFFSETS[k]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classes, sessions, genres
+
 MC_PER_SESSION = 4
-MC_COLOUR_SETS = 5
-"""Colour sets in use: CLASS_COLOURS minus one colour each; two sessions per set."""
-MC_SESSIONS = 2 * MC_COLOUR_SETS
+MC_SESSIONS = 10
+_COARSE = tuple(PALETTE)
 
 
-def _mirror_images(layout: tuple[str, ...]) -> list[tuple[str, ...]]:
-    return [tuple(layout[m[q]] for q in range(QUADRANTS)) for m in MIRRORS]
-
-
-def _mc_layouts() -> tuple[tuple[str, ...], ...]:
-    """Every class's layout in class order: session s uses colour set s % 5, its base layout (the set in colour
-    order) for s < 5 and the transposed base for s >= 5; then one unused class (a third coset of set 0)."""
-    layouts: list[tuple[str, ...]] = []
+def _mc_classes() -> tuple[str, ...]:
+    """Class words in class order: session s = coarse s fine 0, 1 and coarse s + 5 fine 2, 3; then one unused
+    class, the coarse word "red" (the prototype hue), outside every session."""
+    words: list[str] = []
     for s in range(MC_SESSIONS):
-        colours = tuple(c for c in CLASS_COLOURS if c != CLASS_COLOURS[s % MC_COLOUR_SETS])
-        base = colours if s < MC_COLOUR_SETS else tuple(colours[TRANSPOSE[q]] for q in range(QUADRANTS))
-        layouts += _mirror_images(base)
-    first = tuple(c for c in CLASS_COLOURS if c != CLASS_COLOURS[0])
-    layouts.append((first[0], first[1], first[3], first[2]))
-    return tuple(layouts)
+        first, second = _COARSE[s], _COARSE[(s + 5) % len(_COARSE)]
+        words += [FINE_WORDS[first][0], FINE_WORDS[first][1], FINE_WORDS[second][2], FINE_WORDS[second][3]]
+    return (*words, "red")
 
 
-MC_LAYOUTS: tuple[tuple[str, ...], ...] = _mc_layouts()
-"""Class c's colours on (top-left, top-right, bottom-left, bottom-right). Index MC_SESSIONS * 4 is outside every
-session, so the reader's dropping of unused classes is exercised."""
-MC_CLASSES: tuple[str, ...] = tuple("-".join(layout) for layout in MC_LAYOUTS)
-
-# ----------------------------------------------------------------------------------------------------------
-# Multi-label: bicoloured glyphs
+MC_CLASSES: tuple[str, ...] = _mc_classes()
+"""Class c's word (its fine colour); index MC_SESSIONS * 4 is outside every session, so the reader's dropping
+of unused classes is exercised. Class names on disk are these words."""
 
 ML_PER_SESSION = 3
 ML_SESSIONS = 4
-_ML_PAIRS = ((0, 1), (1, 0), (2, 3), (3, 2), (0, 2), (2, 0), (1, 3), (3, 1), (0, 4), (4, 0), (1, 4), (4, 1),
-             (2, 4), (4, 2))  # fmt: skip
-ML_PAIRS: tuple[tuple[str, str], ...] = tuple((CLASS_COLOURS[a], CLASS_COLOURS[b]) for a, b in _ML_PAIRS)
-"""Genre g's (left half, right half) colours, genres in strictly decreasing frequency; the first 12 form 4
-sessions of 3 (each session holds one pair and its reverse), the two rarest are dropped by the reader."""
-ML_GENRES: tuple[str, ...] = tuple(f"{a.capitalize()}-{b.capitalize()}" for a, b in ML_PAIRS)
+ML_WORDS: tuple[str, ...] = tuple(FINE_WORDS[_COARSE[g // 2]][3 * (g % 2)] for g in range(14))
+"""Genre g's fine colour: coarse g // 2, fine 0 or 3; genres in strictly decreasing frequency, the first 12 form
+4 sessions of 3, the two rarest are dropped by the reader."""
+ML_GENRES: tuple[str, ...] = tuple(word.capitalize() for word in ML_WORDS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -159,10 +163,30 @@ def _evidence(rng: np.random.Generator, knobs: Knobs) -> tuple[bool, bool]:
 # Drawing
 
 
-def colour_rgb(name: str) -> np.ndarray:
-    if name == GREY:
+@dataclass(frozen=True)
+class Glyph:
+    """A glyph: shape, centre, radius and hue (None: grey)."""
+
+    shape: str
+    cx: float
+    cy: float
+    r: float
+    hue: float | None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one sample shows before it is drawn: background hue, glyphs as shown, and the text's words."""
+
+    hue: float
+    glyphs: tuple[Glyph, ...]
+    words: tuple[str, ...]
+
+
+def hue_rgb(hue: float | None) -> np.ndarray:
+    if hue is None:
         return np.array([128.0, 128.0, 128.0], np.float32)
-    r, g, b = colorsys.hsv_to_rgb(PALETTE[name], 0.9, 0.9)
+    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.9, 0.9)
     return np.array([255.0 * r, 255.0 * g, 255.0 * b], np.float32)
 
 
@@ -188,17 +212,6 @@ def shape_mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}")
 
 
-@dataclass(frozen=True)
-class Glyph:
-    """A glyph: shape, centre, radius, and its colour(s): one, or (left half, right half)."""
-
-    shape: str
-    cx: float
-    cy: float
-    r: float
-    colours: tuple[str, ...]
-
-
 def background(hue: float) -> np.ndarray:
     img = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32)
     r, g, b = colorsys.hsv_to_rgb(hue % 1.0, 0.3, 0.93)
@@ -207,82 +220,81 @@ def background(hue: float) -> np.ndarray:
 
 
 def render(rng: np.random.Generator, img: np.ndarray, glyphs: list[Glyph]) -> np.ndarray:
-    """Paint the glyphs (a bicoloured one split at its centre line), add pixel noise; (64, 64, 3) uint8."""
+    """Paint the glyphs (colour jitter of +-6 per channel: +-12 blurs the fine shades, 92 % of them told apart
+    by their pixels after JPEG instead of all), add pixel noise; (64, 64, 3) uint8."""
     for glyph in glyphs:
         mask = shape_mask(glyph.shape, glyph.cx, glyph.cy, glyph.r)
-        left = np.less(_COLS, glyph.cx)  # (64, 64): columns left of the centre line
-        halves = [mask] if len(glyph.colours) == 1 else [mask & left, mask & ~left]
-        for half, colour in zip(halves, glyph.colours, strict=True):
-            img[half] = colour_rgb(colour) + rng.uniform(-12, 12, size=3)
+        img[mask] = hue_rgb(glyph.hue) + rng.uniform(-6, 6, size=3)
     img += rng.normal(0.0, 6.0, size=img.shape).astype(np.float32)
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
-def cell_glyphs(rng: np.random.Generator, cells: list[int], colours: list[tuple[str, ...]]) -> list[Glyph]:
-    """One glyph per given quadrant cell (0-3, reading order): radius 8-12, jittered inside its cell."""
-    glyphs = []
-    for cell, colour in zip(cells, colours, strict=True):
-        r = rng.uniform(8, 12)
-        cx = 32 * (cell % 2) + rng.uniform(r, 32 - r)
-        cy = 32 * (cell // 2) + rng.uniform(r, 32 - r)
-        glyphs.append(Glyph(SHAPES[rng.integers(len(SHAPES))], cx, cy, r, colour))
+def free_glyphs(rng: np.random.Generator, hues: list[float | None]) -> list[Glyph]:
+    """Glyphs anywhere on the canvas (radius 9-14), not overlapping (by rejection)."""
+    glyphs: list[Glyph] = []
+    for hue in hues:
+        for _ in range(100):
+            r = rng.uniform(9, 14)
+            cx, cy = rng.uniform(r, IMAGE_SIZE - r, size=2)
+            if all(np.hypot(cx - g.cx, cy - g.cy) > r + g.r + 2 for g in glyphs):
+                break
+        glyphs.append(Glyph(SHAPES[rng.integers(len(SHAPES))], float(cx), float(cy), float(r), hue))
     return glyphs
 
 
+def cell_glyph(rng: np.random.Generator, cell: int, hue: float | None) -> Glyph:
+    """A glyph in a quadrant cell (0-3, reading order): radius 8-12, jittered inside its cell."""
+    r = rng.uniform(8, 12)
+    cx = 32 * (cell % 2) + rng.uniform(r, 32 - r)
+    cy = 32 * (cell // 2) + rng.uniform(r, 32 - r)
+    return Glyph(SHAPES[rng.integers(len(SHAPES))], float(cx), float(cy), float(r), hue)
+
+
 def compose_text(rng: np.random.Generator, description: list[str], topic: tuple[str, ...]) -> list[str]:
-    """12-24 words: 0-3 filler words, the description, then the rest of the fillers and the topic words."""
+    """12-24 words: the description at a uniformly random place among the topic and filler words."""
     length = max(len(description) + len(topic), int(rng.integers(12, 25)))
     n_fill = length - len(description) - len(topic)
     fill = [FILLER_WORDS[i] for i in rng.integers(0, len(FILLER_WORDS), size=n_fill)]
     others = [*topic, *fill]
     others = [others[i] for i in rng.permutation(len(others))]
-    n_before = min(int(rng.integers(0, 4)), len(others))
+    n_before = int(rng.integers(0, len(others) + 1))
     return others[:n_before] + description + others[n_before:]
 
 
-def describe(glyphs: list[Glyph], in_text: list[bool]) -> list[str]:
-    """The glyphs in order, each "<colour(s)> <shape>"; a glyph whose evidence is not in the text is "grey"."""
-    words: list[str] = []
-    for glyph, shown in zip(glyphs, in_text, strict=True):
-        words += [*(glyph.colours if shown else (GREY,)), glyph.shape]
-    return words
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What one sample shows before it is drawn: background hue, glyphs as shown, and the text's words."""
-
-    hue: float
-    glyphs: tuple[Glyph, ...]
-    words: tuple[str, ...]
-
-
 def grey(glyph: Glyph) -> Glyph:
-    return Glyph(glyph.shape, glyph.cx, glyph.cy, glyph.r, (GREY,))
+    return Glyph(glyph.shape, glyph.cx, glyph.cy, glyph.r, None)
 
 
 def mc_spec(
     rng: np.random.Generator, c: int, session: int, knobs: Knobs, num_sessions: int = MC_SESSIONS
 ) -> Spec:
-    """Class c with the context of ``session``: its layout in the image and/or the text, grey elsewhere."""
+    """Class c with the context of ``session``: one glyph of its fine shade anywhere and/or its fine word."""
     in_image, in_text = _evidence(rng, knobs)
     context = draw_context(rng, session, num_sessions, knobs)
-    glyphs = cell_glyphs(rng, list(range(QUADRANTS)), [(colour,) for colour in MC_LAYOUTS[c]])
-    words = compose_text(rng, describe(glyphs, [in_text] * QUADRANTS), context.topic)
-    return Spec(context.hue, tuple(g if in_image else grey(g) for g in glyphs), tuple(words))
+    word = MC_CLASSES[c]
+    hue = fine_hue(word) if word in FINE else PALETTE[word]
+    (glyph,) = free_glyphs(rng, [hue])
+    words = compose_text(rng, [word if in_text else GREY, glyph.shape], context.topic)
+    return Spec(context.hue, (glyph if in_image else grey(glyph),), tuple(words))
 
 
 def ml_spec(rng: np.random.Generator, genres: list[int], session: int, knobs: Knobs) -> Spec:
-    """The given genres, one bicoloured glyph each in random cells (reading order), with the context of
+    """The given genres, one glyph each in random quadrant cells (reading order), with the context of
     ``session``; each genre's evidence is in the image, the text or both."""
     context = draw_context(rng, session, ML_SESSIONS, knobs)
-    cells = sorted(rng.permutation(QUADRANTS)[: len(genres)].tolist())
+    cells = sorted(rng.permutation(4)[: len(genres)].tolist())
     order = rng.permutation(len(genres))  # which genre sits in which (sorted) cell
-    glyphs = cell_glyphs(rng, cells, [ML_PAIRS[genres[i]] for i in order])
+    words = [ML_WORDS[genres[i]] for i in order]
+    glyphs = [cell_glyph(rng, cell, fine_hue(w)) for cell, w in zip(cells, words, strict=True)]
     evidence = [_evidence(rng, knobs) for _ in glyphs]
-    words = compose_text(rng, describe(glyphs, [txt for _, txt in evidence]), context.topic)
+    description = [
+        t
+        for g, w, (_, txt) in zip(glyphs, words, evidence, strict=True)
+        for t in (w if txt else GREY, g.shape)
+    ]
+    text = compose_text(rng, description, context.topic)
     shown = tuple(g if img else grey(g) for g, (img, _) in zip(glyphs, evidence, strict=True))
-    return Spec(context.hue, shown, tuple(words))
+    return Spec(context.hue, shown, tuple(text))
 
 
 def draw(rng: np.random.Generator, spec: Spec) -> tuple[np.ndarray, str]:
@@ -307,48 +319,6 @@ def draw_ml(
     return pixels, [" ".join(words[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The world's definition of a class: what a sample shows, read from its spec
-
-
-def cell_of(glyph: Glyph) -> int:
-    """The quadrant cell (reading order) that holds the glyph's centre."""
-    return int(glyph.cx >= IMAGE_SIZE / 2) + 2 * int(glyph.cy >= IMAGE_SIZE / 2)
-
-
-def image_layout(glyphs: tuple[Glyph, ...]) -> tuple[str, ...] | None:
-    """The layout an image shows: four single-coloured glyphs, one centred in each quadrant cell, of four
-    distinct class colours -> their colours in reading order; anything else shows no layout."""
-    by_cell = {cell_of(g): g.colours for g in glyphs}
-    if len(glyphs) != QUADRANTS or len(by_cell) != QUADRANTS or any(len(c) != 1 for c in by_cell.values()):
-        return None
-    layout = tuple(by_cell[q][0] for q in range(QUADRANTS))
-    return layout if set(layout) <= set(CLASS_COLOURS) and len(set(layout)) == QUADRANTS else None
-
-
-def text_layout(words: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The layout a text shows: its colour words, in order, are four distinct class colours."""
-    colours = tuple(w for w in words if w in PALETTE or w == GREY)
-    ok = len(colours) == QUADRANTS and set(colours) <= set(CLASS_COLOURS) and len(set(colours)) == QUADRANTS
-    return colours if ok else None
-
-
-def mc_classes_shown(spec: Spec) -> set[int]:
-    """The classes a sample shows in either modality (a layout of no class shows none)."""
-    layouts = {image_layout(spec.glyphs), text_layout(spec.words)} - {None}
-    return {MC_LAYOUTS.index(layout) for layout in layouts if layout in MC_LAYOUTS}
-
-
-def ml_genres_shown(spec: Spec) -> set[int]:
-    """The genres a sample shows: a glyph whose (left, right) halves have a genre's colours, or two colour words
-    in a row followed by a shape word that name a genre's colours in that order."""
-    pairs = {g.colours for g in spec.glyphs if len(g.colours) == 2}
-    w = spec.words
-    pairs |= {(w[i], w[i + 1]) for i in range(len(w) - 2) if w[i] in PALETTE and w[i + 1] in PALETTE
-              and w[i + 2] in SHAPES}  # fmt: skip
-    return {ML_PAIRS.index(p) for p in pairs if p in ML_PAIRS}
-
-
 def jpeg_bytes(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buf, format="JPEG", quality=92)
@@ -361,43 +331,80 @@ def decode_jpeg(data: bytes) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The world's definition of a class, read from a spec
+
+
+def coarse_of(hue: float) -> str:
+    """The coarse colour whose range holds ``hue``."""
+    return min(PALETTE, key=lambda c: abs((hue - PALETTE[c] + 0.5) % 1.0 - 0.5))
+
+
+def fine_bin(hue: float) -> int:
+    """The fine shade (0-3) nearest to ``hue`` within its coarse colour."""
+    offset = (hue - PALETTE[coarse_of(hue)] + 0.5) % 1.0 - 0.5
+    return int(np.argmin([abs(offset - o) for o in FINE_OFFSETS]))
+
+
+def colour_words(words: tuple[str, ...]) -> list[str]:
+    """The colour words of a text, in order (coarse, fine or grey)."""
+    return [w for w in words if w in PALETTE or w in FINE or w == GREY]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Pretraining pairs
 
-
-def free_glyphs(rng: np.random.Generator, colours: list[str]) -> list[Glyph]:
-    """Single-coloured glyphs anywhere on the canvas (radius 8-13), not overlapping (by rejection)."""
-    glyphs: list[Glyph] = []
-    for colour in colours:
-        for _ in range(100):
-            r = rng.uniform(8, 13)
-            cx, cy = rng.uniform(r, IMAGE_SIZE - r, size=2)
-            if all(np.hypot(cx - g.cx, cy - g.cy) > r + g.r + 2 for g in glyphs):
-                break
-        glyphs.append(Glyph(SHAPES[rng.integers(len(SHAPES))], float(cx), float(cy), float(r), (colour,)))
-    return glyphs
+CAPTIONS_PER_IMAGE = 5
+"""Captions per pretraining image, each naming its glyphs in its own order and words (COCO gives ViLT five)."""
 
 
-def pair_spec(rng: np.random.Generator) -> Spec:
-    """A pretraining pair: 1-3 glyphs of any colour (grey included) anywhere; the caption names each glyph,
-    the glyphs in random order (independent of where they are)."""
-    names = [*PALETTE, GREY]
-    colours = [names[i] for i in rng.integers(0, len(names), size=int(rng.integers(1, 4)))]
-    glyphs = free_glyphs(rng, colours)
+def colour_word(rng: np.random.Generator, hue: float | None) -> str:
+    """How a pretraining caption names a glyph's colour: grey, else the coarse word or (half the time) one of its
+    four fine words at random, whatever the glyph's fine shade."""
+    if hue is None:
+        return GREY
+    coarse = coarse_of(hue)
+    return coarse if rng.random() < 0.5 else FINE_WORDS[coarse][int(rng.integers(4))]
+
+
+def caption(rng: np.random.Generator, glyphs: tuple[Glyph, ...]) -> tuple[str, ...]:
+    """Names each glyph ("<colour word> <shape>"), in a random order, among 2-4 topic and filler words."""
     told = [glyphs[i] for i in rng.permutation(len(glyphs))]
+    description = [w for g in told for w in (colour_word(rng, g.hue), g.shape)]
     topic = tuple(FILLER_WORDS[i] for i in rng.integers(0, len(FILLER_WORDS), size=int(rng.integers(2, 5))))
-    words = compose_text(rng, describe(told, [True] * len(told)), topic)
-    return Spec(float(rng.random()), tuple(glyphs), tuple(words))
+    return tuple(compose_text(rng, description, topic))
+
+
+def pair_spec(rng: np.random.Generator, captions: int = 1) -> tuple[Spec, list[tuple[str, ...]]]:
+    """A pretraining image, 1-3 glyphs of any coarse colour at any hue of its range (or grey) anywhere, and
+    ``captions`` captions (the spec holds the first)."""
+    names = [*PALETTE, GREY]
+    hues: list[float | None] = []
+    for i in rng.integers(0, len(names), size=int(rng.integers(1, 4))):
+        offset = rng.uniform(-COARSE_HALF_WIDTH, COARSE_HALF_WIDTH)
+        hues.append(None if names[i] == GREY else PALETTE[names[i]] + offset)
+    glyphs = tuple(free_glyphs(rng, hues))
+    texts = [caption(rng, glyphs) for _ in range(captions)]
+    return Spec(float(rng.random()), glyphs, texts[0]), texts
+
+
+def sample_captioned(
+    seed: int, n: int, captions: int = CAPTIONS_PER_IMAGE
+) -> list[tuple[Image.Image, list[str]]]:
+    """n pretraining images with ``captions`` matched captions each, deterministic by ``seed``.
+
+    Images are 64x64 RGB after a JPEG round trip, like the benchmark's files. Nothing is read from or written
+    to disk. No pair pairs a fine shade with its fine word beyond chance (docs/benchmark.md, "Disjoint
+    concepts").
+    """
+    rng = np.random.default_rng([seed, PAIRS_VERSION, 101])
+    out: list[tuple[Image.Image, list[str]]] = []
+    for _ in range(n):
+        spec, texts = pair_spec(rng, captions)
+        pixels, _ = draw(rng, spec)
+        out.append((decode_jpeg(jpeg_bytes(pixels)), [" ".join(t) for t in texts]))
+    return out
 
 
 def sample_pairs(seed: int, n: int) -> list[tuple[Image.Image, str]]:
-    """n matched, complete (image, text) pairs of the pretraining world, deterministic by ``seed``.
-
-    Images are 64x64 RGB after a JPEG round trip, like the benchmark's files. Nothing is read from or written
-    to disk. No pair shows a class or a genre (docs/benchmark.md, "Disjoint concepts").
-    """
-    rng = np.random.default_rng([seed, PAIRS_VERSION, 101])
-    pairs: list[tuple[Image.Image, str]] = []
-    for _ in range(n):
-        pixels, text = draw(rng, pair_spec(rng))
-        pairs.append((decode_jpeg(jpeg_bytes(pixels)), text))
-    return pairs
+    """n matched, complete (image, text) pairs: the first caption of each :func:`sample_captioned` image."""
+    return [(image, texts[0]) for image, texts in sample_captioned(seed, n)]

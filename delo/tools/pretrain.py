@@ -70,6 +70,8 @@ class PretrainConfig:
     mask_prob: float = 0.15
     contrastive: float = 1.0
     """Weight of the per-modality contrastive terms (0: ITM + MLM only, the first shipped recipe)."""
+    captions: int = 5
+    """Captions per image, each naming its glyphs in another order; every step draws one per sample."""
     temperature: float = 0.1
     threads: int | None = None
     """Torch CPU threads (None: every core this process may use)."""
@@ -113,9 +115,12 @@ def build_tiny_image_processor() -> ViltImageProcessorPil:
 
 
 def encode_pairs(pairs, tokenizer, processor, max_len: int) -> dict[str, Tensor]:
-    """All pairs as tensors: text padded to ``max_len`` (trimmed per batch later), images processed once."""
-    texts = [text for _, text in pairs]
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    """All pairs as tensors, texts (N, K, max_len) for K captions per image (a plain string: K = 1), padded to
+    ``max_len`` (trimmed per batch later); images processed once."""
+    captions = [[text] if isinstance(text, str) else list(text) for _, text in pairs]
+    k = len(captions[0])
+    flat = [text for texts in captions for text in texts]
+    enc = tokenizer(flat, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
     special = torch.tensor(
         [
             tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
@@ -127,9 +132,9 @@ def encode_pairs(pairs, tokenizer, processor, max_len: int) -> dict[str, Tensor]
         for i in range(0, len(pairs), 256)
     ]
     return {
-        "input_ids": enc["input_ids"],
-        "attention_mask": enc["attention_mask"],
-        "special": special,
+        "input_ids": enc["input_ids"].view(len(pairs), k, -1),
+        "attention_mask": enc["attention_mask"].view(len(pairs), k, -1),
+        "special": special.view(len(pairs), k, -1),
         "pixel_values": torch.cat([p["pixel_values"] for p in pixels]),
         "pixel_mask": torch.cat([p["pixel_mask"] for p in pixels]),
     }
@@ -157,14 +162,19 @@ def mismatch_index(batch_size: int, gen: torch.Generator) -> tuple[Tensor, Tenso
     return torch.where(matched, torch.arange(batch_size), other), matched
 
 
-def make_batch(data: dict[str, Tensor], idx: Tensor, image_idx: Tensor | None = None) -> dict[str, Tensor]:
-    """Texts of samples ``idx``, trimmed to the batch's longest; images of ``image_idx`` (default ``idx``)."""
-    length = int(data["attention_mask"][idx].sum(1).max())
+def make_batch(
+    data: dict[str, Tensor], idx: Tensor, image_idx: Tensor | None = None, caption: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Caption ``caption`` (B,) (default: the first) of samples ``idx``, trimmed to the batch's longest; images
+    of ``image_idx`` (default ``idx``)."""
+    cap = torch.zeros_like(idx) if caption is None else caption
+    mask = data["attention_mask"][idx, cap]  # (B, max_len)
+    length = int(mask.sum(1).max())
     img = idx if image_idx is None else image_idx
     return {
-        "input_ids": data["input_ids"][idx, :length],
-        "attention_mask": data["attention_mask"][idx, :length],
-        "maskable": ~data["special"][idx, :length],
+        "input_ids": data["input_ids"][idx, cap, :length],
+        "attention_mask": mask[:, :length],
+        "maskable": ~data["special"][idx, cap, :length],
         "pixel_values": data["pixel_values"][img],
         "pixel_mask": data["pixel_mask"][img],
     }
@@ -350,7 +360,10 @@ def train(
     for step in range(cfg.steps):
         if cursor + cfg.batch_size > n:
             order, cursor = torch.randperm(n, generator=gen), 0
-        batch = make_batch(data, order[cursor : cursor + cfg.batch_size])
+        idx = order[cursor : cursor + cfg.batch_size]
+        batch = make_batch(
+            data, idx, caption=torch.randint(data["input_ids"].shape[1], idx.shape, generator=gen)
+        )
         cursor += cfg.batch_size
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -401,7 +414,7 @@ def pretrain_tiny(
     config = ViltConfig(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id, **TINY_CONFIG)
     vilt, heads = ViltModel(config), PretrainHeads(config)
 
-    pairs = synthetic.sample_pairs(cfg.seed, cfg.train_pairs + cfg.heldout_pairs)
+    pairs = synthetic.sample_captioned(cfg.seed, cfg.train_pairs + cfg.heldout_pairs, cfg.captions)
     data = encode_pairs(pairs, tokenizer, processor, config.max_position_embeddings)
     train_data = {k: v[: cfg.train_pairs] for k, v in data.items()}
     heldout = {k: v[cfg.train_pairs :] for k, v in data.items()}
@@ -434,9 +447,9 @@ def pretrain_tiny(
         "evaluation": "held-out pairs, unmasked text for ITM; each pair scored matched and with a random other "
         "held-out pair's image; masked-token accuracy with seeded 15% masks; cos over the same matched and "
         "mismatched pairs",
-        "data": f"delo.data.synthetic.sample_pairs({cfg.seed}, {cfg.train_pairs + cfg.heldout_pairs}) "
-        f"(pairs version {synthetic.PAIRS_VERSION}): first {cfg.train_pairs} train, last "
-        f"{cfg.heldout_pairs} held out",
+        "data": f"delo.data.synthetic.sample_captioned({cfg.seed}, {cfg.train_pairs + cfg.heldout_pairs}, "
+        f"{cfg.captions}) (pairs version {synthetic.PAIRS_VERSION}): first {cfg.train_pairs} images train (one "
+        f"of their {cfg.captions} captions drawn per step), last {cfg.heldout_pairs} held out (first caption)",
         "config": {**TINY_CONFIG, "vocab_size": config.vocab_size},
         "vocab_size": tokenizer.vocab_size,
         "parameters": sum(p.numel() for p in vilt.parameters()),

@@ -28,7 +28,7 @@ from delo.data.synthetic import (
     sample_pairs,
     variant_dir,
 )
-from delo.data.synthetic_world import FILLER_WORDS, GREY, PALETTE, SHAPES
+from delo.data.synthetic_world import FILLER_WORDS, FINE, GREY, PALETTE, SHAPES
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _tokenizer():
 def test_world_words_and_pretraining_pairs(tmp_path, monkeypatch):
     monkeypatch.setenv("DELO_CACHE", str(tmp_path / "cache"))
     assert len(set(WORLD_WORDS)) == len(WORLD_WORDS) and all(w == w.lower() for w in WORLD_WORDS)
-    assert set(WORLD_WORDS) == {*PALETTE, GREY, *SHAPES, *FILLER_WORDS}
+    assert set(WORLD_WORDS) == {*PALETTE, *FINE, GREY, *SHAPES, *FILLER_WORDS}
     pairs = sample_pairs(5, 40)
     again = sample_pairs(5, 40)
     assert len(pairs) == 40 and all(img.size == (64, 64) and img.mode == "RGB" for img, _ in pairs)
@@ -65,7 +65,7 @@ def test_world_words_and_pretraining_pairs(tmp_path, monkeypatch):
         for (a, s), (b, t) in zip(pairs, again, strict=True)
     )
     assert [t for _, t in sample_pairs(6, 40)] != [t for _, t in pairs]
-    words = {w for _, text in sample_pairs(0, 400) for w in re.findall(r"[a-z]+", text)}
+    words = {w for _, text in sample_pairs(0, 1000) for w in re.findall(r"[a-z]+", text)}
     assert words == set(WORLD_WORDS)  # every word is pretrained on
     assert not (tmp_path / "cache").exists()  # no cache folder needed
 

@@ -1,8 +1,9 @@
 """The rules of world v3 (docs/benchmark.md), on samples drawn in memory by the generator's own functions:
 
-- disjoint concepts: no pretraining pair shows a class or a genre, by the world's definition of one;
-- sessions: the four classes of a session are the mirror images of one layout (a Latin square);
-- a class is a composition: the bag of colours or words does not tell a session's classes apart, the layout does;
+- disjoint concepts: pretraining pairs agree on coarse colours and shapes and never on a fine colour beyond
+  chance, while every benchmark class is a fine colour its two modalities agree on;
+- sessions: two fine colours of one coarse colour and two of another, twins sharing coarse colours;
+- a class is fine-grained: coarse colours (image) or coarse words (text) tell only half a session apart;
 - no session cue: a sample's non-class content does not tell its session (and does when session_cue = 1).
 """
 
@@ -11,32 +12,35 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binom
+from scipy.stats import binom, chi2_contingency
 
 from delo.data.synthetic_world import (
-    CLASS_COLOURS,
-    MC_LAYOUTS,
+    CAPTIONS_PER_IMAGE,
+    FINE,
+    FINE_WORDS,
+    GREY,
+    MC_CLASSES,
     MC_PER_SESSION,
     MC_SESSIONS,
-    ML_PAIRS,
+    ML_WORDS,
     PALETTE,
-    QUADRANTS,
     SHAPES,
     WORLD_WORDS,
     Knobs,
     Spec,
     background,
-    cell_of,
+    coarse_of,
+    colour_words,
     draw,
-    image_layout,
-    mc_classes_shown,
+    fine_bin,
+    fine_hue,
     mc_spec,
-    ml_genres_shown,
-    ml_spec,
     pair_spec,
     render,
 )
 from delo.tools.probe import fit_and_score
+
+KEPT = MC_SESSIONS * MC_PER_SESSION
 
 
 def _session_of(c: int) -> int:
@@ -46,78 +50,82 @@ def _session_of(c: int) -> int:
 def _mc_specs(knobs: Knobs, per_class: int, seed: int) -> list[tuple[int, Spec]]:
     """(class, spec) for every in-session class, drawn as write_mc draws them."""
     rng = np.random.default_rng(seed)
-    return [
-        (c, mc_spec(rng, c, _session_of(c), knobs))
-        for c in range(MC_SESSIONS * MC_PER_SESSION)
-        for _ in range(per_class)
-    ]
+    return [(c, mc_spec(rng, c, _session_of(c), knobs)) for c in range(KEPT) for _ in range(per_class)]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Disjoint concepts
 
 
-def test_every_benchmark_sample_shows_its_class_and_no_pretraining_pair_shows_one():
+def test_benchmark_classes_are_fine_colours_that_pretraining_never_pairs():
+    """What a pretraining pair's image and caption agree on is each glyph's coarse colour; the fine word a caption
+    uses is independent of the glyph's fine shade. A benchmark class is a fine shade named by its fine word."""
+    assert not set(MC_CLASSES[:KEPT]) & set(PALETTE) and set(MC_CLASSES[:KEPT]) <= set(FINE)
+    assert len(set(MC_CLASSES)) == len(MC_CLASSES) and set(ML_WORDS) <= set(FINE)
+    for c, spec in _mc_specs(Knobs(), 5, seed=1):  # a benchmark sample shows its fine colour
+        (glyph,) = spec.glyphs
+        word = MC_CLASSES[c]
+        assert glyph.hue is None or (coarse_of(glyph.hue), fine_bin(glyph.hue)) == FINE[word]
+        assert colour_words(spec.words) in ([word], [GREY]) and (glyph.hue is not None or word in spec.words)
     rng = np.random.default_rng(0)
-    for c, spec in _mc_specs(Knobs(), 5, seed=1):
-        assert mc_classes_shown(spec) == {c}  # the definition reads the generator's own classes
-    for g in range(len(ML_PAIRS)):
-        for _ in range(5):
-            assert g in ml_genres_shown(ml_spec(rng, [g], 0, Knobs()))
-    pairs = [pair_spec(rng) for _ in range(3000)]
-    assert all(not mc_classes_shown(p) and not ml_genres_shown(p) for p in pairs)
-    # ... and not by a narrow miss: no pretraining image has four glyphs or a bicoloured glyph, no caption
-    # four colour words or two in a row
-    assert max(len(p.glyphs) for p in pairs) == 3 and all(
-        len(g.colours) == 1 for p in pairs for g in p.glyphs
-    )
-    colour_words = [[w for w in p.words if w in PALETTE or w == "grey"] for p in pairs]
-    assert max(len(c) for c in colour_words) == 3
-    assert not any(
-        a in PALETTE and b in PALETTE for p in pairs for a, b in zip(p.words, p.words[1:], strict=False)
-    )
-    # every primitive is pretrained on: all eleven colours, all six shapes, in images and captions
-    assert {g.colours[0] for p in pairs for g in p.glyphs} == {*PALETTE, "grey"}
-    assert {g.shape for p in pairs for g in p.glyphs} == set(SHAPES)
-    assert {w for p in pairs for w in p.words} == set(WORLD_WORDS)
+    table = np.zeros(
+        (4, 4), int
+    )  # fine shade bin of the glyph x fine index of the word a caption names it by
+    coarse_agree = []
+    for _ in range(4000):
+        spec, captions = pair_spec(rng, CAPTIONS_PER_IMAGE)
+        if len(spec.glyphs) != 1 or spec.glyphs[0].hue is None:
+            continue
+        hue = spec.glyphs[0].hue
+        for words in captions:
+            (word,) = colour_words(words)
+            coarse_agree.append(word == coarse_of(hue) or FINE.get(word, ("",))[0] == coarse_of(hue))
+            if word in FINE:
+                table[fine_bin(hue), FINE[word][1]] += 1
+    assert all(coarse_agree)  # pretraining teaches coarse colours
+    assert table.sum() > 3000 and chi2_contingency(table).pvalue > 0.01  # ... and no fine colour
+    assert abs(np.trace(table) / table.sum() - 0.25) < 0.03  # a caption's fine word matches the shade 1 in 4
+    # every primitive is pretrained on: all coarse colours and shapes in images, every word in captions
+    specs = [pair_spec(rng, CAPTIONS_PER_IMAGE) for _ in range(600)]
+    assert {coarse_of(g.hue) for s, _ in specs for g in s.glyphs if g.hue is not None} == set(PALETTE)
+    assert {w for _, caps in specs for words in caps for w in words} == set(WORLD_WORDS)
 
 
 def test_pretraining_captions_say_nothing_about_where_things_are():
-    """The order in which a caption names its glyphs is independent of their places (left to right)."""
+    """The order in which a caption names its glyphs is independent of their places (left to right); an image's
+    five captions name them in independent orders."""
     rng = np.random.default_rng(1)
     firsts = []
-    for _ in range(3000):
-        spec = pair_spec(rng)
-        if len(spec.glyphs) == 2:
-            named = [w for w in spec.words if w in PALETTE or w == "grey"]
+    for _ in range(1500):
+        spec, captions = pair_spec(rng, CAPTIONS_PER_IMAGE)
+        shapes = [g.shape for g in spec.glyphs]
+        if len(spec.glyphs) == 2 and len(set(shapes)) == 2:  # two different shapes: the order is readable
             left = min(spec.glyphs, key=lambda g: g.cx)
-            if len({g.colours for g in spec.glyphs}) == 2:  # two different colours: the order is readable
-                firsts.append(named[0] == left.colours[0])
+            firsts += [next(w for w in words if w in SHAPES) == left.shape for words in captions]
     n = len(firsts)
     low, high = binom.interval(0.95, n, 0.5)
     assert n > 500 and low <= sum(firsts) <= high
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Sessions and compositions
+# Sessions and fine-grained classes
 
 
-def test_sessions_are_the_mirror_images_of_one_layout():
-    assert len(set(MC_LAYOUTS)) == len(MC_LAYOUTS) == MC_SESSIONS * MC_PER_SESSION + 1
-    colour_sets = []
+def test_sessions_pair_two_fine_colours_of_two_coarse_colours():
+    coarse_sets = []
     for s in range(MC_SESSIONS):
-        layouts = MC_LAYOUTS[MC_PER_SESSION * s : MC_PER_SESSION * (s + 1)]
-        assert len({frozenset(layout) for layout in layouts}) == 1  # one colour set per session
-        assert set(layouts[0]) < set(CLASS_COLOURS) and len(set(layouts[0])) == QUADRANTS
-        for q in range(QUADRANTS):  # Latin square: every quadrant shows each colour once
-            assert len({layout[q] for layout in layouts}) == QUADRANTS
-        colour_sets.append(frozenset(layouts[0]))
-    assert set(Counter(colour_sets).values()) == {2}  # two sessions per colour set
-    assert MC_LAYOUTS[-1] not in MC_LAYOUTS[:-1]
+        words = MC_CLASSES[MC_PER_SESSION * s : MC_PER_SESSION * (s + 1)]
+        coarse = Counter(FINE[w][0] for w in words)
+        assert sorted(coarse.values()) == [2, 2]
+        coarse_sets.append(frozenset(coarse))
+    for s in range(MC_SESSIONS // 2):  # twins: the same coarse colours, the other fine colours
+        assert coarse_sets[s] == coarse_sets[s + MC_SESSIONS // 2]
+    assert set(Counter(coarse_sets).values()) == {2}
+    assert all(fine_hue(w) != fine_hue(v) for w in MC_CLASSES[:KEPT] for v in MC_CLASSES[:KEPT] if w != v)
 
 
-def _hue_map(pixels: np.ndarray) -> np.ndarray:
-    """(64, 64) hue bin (0-9) of each saturated pixel, -1 elsewhere (background, grey glyphs)."""
+def _glyph_hues(pixels: np.ndarray) -> np.ndarray:
+    """Hue (0-1) of the saturated pixels (the glyph when it is coloured)."""
     rgb = pixels.astype(np.float32) / 255
     mx, mn = rgb.max(-1), rgb.min(-1)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -125,13 +133,20 @@ def _hue_map(pixels: np.ndarray) -> np.ndarray:
     hue = np.where(
         mx == r, ((g - b) / delta) % 6, np.where(mx == g, (b - r) / delta + 2, (r - g) / delta + 4)
     )
-    bins = np.floor((hue / 6 + 0.05) % 1.0 * 10).astype(int)
-    return np.where((mx - mn) > 0.45, bins, -1)
+    return (hue / 6)[(mx - mn) > 0.45]
 
 
-def _hue_hist(bins: np.ndarray) -> np.ndarray:
-    """Share of pixels per hue bin: which colours an image (or a part of it) shows, not where."""
-    return np.bincount(bins[bins >= 0], minlength=10).astype(np.float32) / bins.size
+def _fine_of_pixels(hues: np.ndarray) -> np.ndarray:
+    """The coarse colour (one-hot) and, in its slot, the median hue offset from its centre (in fine steps)."""
+    coarse = _coarse_of_pixels(hues)
+    offsets = (hues - PALETTE[coarse] + 0.5) % 1.0 - 0.5
+    slot = np.eye(10)[list(PALETTE).index(coarse)]
+    return np.concatenate([slot, slot * np.median(offsets) / 0.024])
+
+
+def _coarse_of_pixels(hues: np.ndarray) -> str:
+    """The coarse colour most of the glyph's pixels fall in."""
+    return Counter(coarse_of(float(h)) for h in hues).most_common(1)[0][0]
 
 
 def _per_session_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray) -> float:
@@ -145,32 +160,28 @@ def _per_session_accuracy(x: np.ndarray, y: np.ndarray, train: np.ndarray) -> fl
     return float(np.mean(accs))
 
 
-def test_a_class_is_where_its_colours_are_not_which_colours():
-    """Within a session, the bag of colours (image) or words (text) reads chance; the layout reads the class."""
+def test_a_class_is_a_fine_colour_not_a_coarse_one():
+    """Within a session, the coarse colour (image) or word (text) reads half the classes; the fine one all."""
     rng = np.random.default_rng(2)
     image_specs = _mc_specs(Knobs(dominant=-1.0), 20, seed=3)  # evidence always in the image
     text_specs = _mc_specs(Knobs(dominant=1.0), 20, seed=4)  # always in the text
     y = np.array([c for c, _ in image_specs])
     train = np.arange(len(y)) % 20 < 10
-    hues = [_hue_map(draw(rng, spec)[0]) for _, spec in image_specs]
-    bag = np.stack([_hue_hist(h) for h in hues])
-    quadrants = np.stack([
-        np.concatenate([_hue_hist(h[32 * (q // 2) : 32 * (q // 2 + 1), 32 * (q % 2) : 32 * (q % 2 + 1)])
-                        for q in range(QUADRANTS)])
-        for h in hues
-    ])  # fmt: skip
+    hues = [_glyph_hues(draw(rng, spec)[0]) for _, spec in image_specs]
+    coarse_image = np.stack([np.eye(10)[list(PALETTE).index(_coarse_of_pixels(h))] for h in hues])
+    fine_image = np.stack([_fine_of_pixels(h) for h in hues])
     vocab = {w: i for i, w in enumerate(WORLD_WORDS)}
-    words = np.zeros((len(y), len(vocab)), np.float32)
-    first = np.zeros((len(y), len(vocab)), np.float32)
+    coarse_text = np.zeros((len(y), len(vocab)), np.float32)
+    fine_text = np.zeros((len(y), len(vocab)), np.float32)
     for i, (_, spec) in enumerate(text_specs):
-        for w in spec.words:
-            words[i, vocab[w]] += 1
-        first[i, vocab[next(w for w in spec.words if w in CLASS_COLOURS)]] = 1
-    chance_high = binom.ppf(0.975, int((~train).sum()), 0.25) / (~train).sum()
-    assert _per_session_accuracy(bag, y, train) <= chance_high + 0.02
-    assert _per_session_accuracy(words, y, train) <= chance_high + 0.02
-    assert _per_session_accuracy(quadrants, y, train) >= 0.95
-    assert _per_session_accuracy(first, y, train) == 1.0  # any one place tells a session's classes apart
+        (word,) = colour_words(spec.words)
+        coarse_text[i, vocab[FINE[word][0]]] = 1
+        fine_text[i, vocab[word]] = 1
+    half_high = binom.ppf(0.975, int((~train).sum()), 0.5) / (~train).sum()
+    assert _per_session_accuracy(coarse_image, y, train) <= half_high + 0.02
+    assert _per_session_accuracy(coarse_text, y, train) <= half_high + 0.02
+    assert _per_session_accuracy(fine_image, y, train) >= 0.95
+    assert _per_session_accuracy(fine_text, y, train) == 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -178,18 +189,19 @@ def test_a_class_is_where_its_colours_are_not_which_colours():
 
 
 def _non_class_features(rng: np.random.Generator, spec: Spec) -> np.ndarray:
-    """Everything but the class: the image with the glyph regions replaced by background (8 x 8 pooled), the
-    glyphs' shapes, sizes and places, and the text without its colour words (bag of words, description offset,
+    """Everything but the class: the image with the glyph replaced by background (8 x 8 pooled), the glyph's
+    shape, size and place, and the text without its colour word (bag of words, place of the description,
     length)."""
     pixels = render(rng, background(spec.hue), []).astype(np.float32)
     pooled = pixels.reshape(8, 8, 8, 8, 3).mean((1, 3)).ravel() / 255
-    geometry = np.array([[g.cx / 64, g.cy / 64, g.r / 12, cell_of(g)] for g in spec.glyphs]).ravel()
-    shapes = np.eye(len(SHAPES))[[SHAPES.index(g.shape) for g in spec.glyphs]].ravel()
-    kept = [w for w in spec.words if w not in PALETTE]  # "grey" stays: it is evidence absent, not class
+    (glyph,) = spec.glyphs
+    geometry = np.array([glyph.cx / 64, glyph.cy / 64, glyph.r / 12])
+    shape = np.eye(len(SHAPES))[SHAPES.index(glyph.shape)]
+    kept = [w for w in spec.words if w not in FINE and w != GREY]  # the class word (or its absence) removed
     vocab = {w: i for i, w in enumerate(WORLD_WORDS)}
     bag = np.bincount([vocab[w] for w in kept], minlength=len(vocab))
-    offset = next(i for i, w in enumerate(kept) if w in SHAPES)
-    return np.concatenate([pooled, geometry, shapes, bag, [offset, len(spec.words)]]).astype(np.float32)
+    place = next(i for i, w in enumerate(kept) if w in SHAPES)
+    return np.concatenate([pooled, geometry, shape, bag, [place, len(spec.words)]]).astype(np.float32)
 
 
 @pytest.mark.parametrize("cue", [0.0, 1.0])
@@ -210,14 +222,6 @@ def test_non_class_content_does_not_tell_the_session(cue):
         assert accuracy >= 0.9, accuracy
 
 
-def test_layouts_of_the_image_are_the_class_layouts():
-    """The image of an image-evidence sample shows its class's layout at the places the text names."""
-    rng = np.random.default_rng(7)
-    for c, spec in _mc_specs(Knobs(dominant=-1.0), 3, seed=8):
-        assert image_layout(spec.glyphs) == MC_LAYOUTS[c]
-        assert [cell_of(g) for g in spec.glyphs] == list(range(QUADRANTS))
-        shapes = [w for w in spec.words if w in SHAPES]
-        assert shapes == [
-            g.shape for g in spec.glyphs
-        ]  # the text describes the same glyphs, in reading order
-    assert rng is not None
+def test_fine_words_are_four_per_coarse_colour():
+    assert set(FINE_WORDS) == set(PALETTE) and all(len(set(w)) == 4 for w in FINE_WORDS.values())
+    assert len(FINE) == 40 and not set(FINE) & {*PALETTE, GREY, *SHAPES}
