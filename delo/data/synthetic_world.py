@@ -5,10 +5,9 @@ Primitives: ten coarse colours (hue ranges 0.1 wide) and grey, six glyph shapes,
 colour has four fine shades (hue offsets -0.036, -0.012, +0.012, +0.036) and four fine colour words.
 
 A pretraining pair (:func:`sample_captioned`) shows 1-3 glyphs anywhere on a pale background, each of any hue
-within its coarse colour's range; each of its captions names every glyph as "<colour word> <shape>", the glyphs
-in a random order, where the colour word is the coarse word or, half the time, a random one of the four fine
-words, drawn independently of the glyph's shade. What the two modalities of a pretraining pair agree on is the
-coarse colour and the shape of each glyph, and nothing finer.
+within its coarse colour's range; each of its captions names every glyph as "<coarse colour> <shape>", the
+glyphs in a random order. What the two modalities of a pretraining pair agree on is the coarse colour and the
+shape of each glyph, and nothing finer: the fine words are in the vocabulary but in no pretraining caption.
 
 A benchmark class (``mc``) is a **fine colour**: the image shows one glyph of the class's fine shade and the
 text names it "<fine word> <shape>". A session holds two fine colours of one coarse colour and two of another;
@@ -55,7 +54,7 @@ FINE_WORDS: dict[str, tuple[str, ...]] = {
     "purple": ("violet", "plum", "lilac", "orchid"),
     "pink": ("magenta", "rose", "fuchsia", "blush"),
 }
-"""Fine word k of a coarse colour names its fine shade k in the benchmark; in pretraining it is a synonym."""
+"""Fine word k of a coarse colour names its fine shade k in the benchmark; no pretraining caption uses it."""
 GREY = "grey"
 SHAPES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "ring", "diamond")
 FILLER_WORDS: tuple[str, ...] = (
@@ -66,8 +65,8 @@ FILLER_WORDS: tuple[str, ...] = (
 FINE: dict[str, tuple[str, int]] = {w: (c, k) for c, words in FINE_WORDS.items() for k, w in enumerate(words)}
 """Fine word -> (coarse colour, fine index)."""
 WORLD_WORDS: tuple[str, ...] = tuple(sorted({*PALETTE, *FINE, GREY, *SHAPES, *FILLER_WORDS}))
-"""Every word any synthetic text can contain (lowercase). The only other symbol is ".", which the MM-IMDb
-reader puts between plots when it joins them with ". "."""
+"""Every word any synthetic text can contain (lowercase), the vocabulary of ``tiny``; every one but the fine
+words occurs in pretraining. The only other symbol is ".", which the MM-IMDb reader puts between plots."""
 
 
 def fine_hue(word: str) -> float:
@@ -354,22 +353,14 @@ def colour_words(words: tuple[str, ...]) -> list[str]:
 # Pretraining pairs
 
 CAPTIONS_PER_IMAGE = 5
-"""Captions per pretraining image, each naming its glyphs in its own order and words (COCO gives ViLT five)."""
-
-
-def colour_word(rng: np.random.Generator, hue: float | None) -> str:
-    """How a pretraining caption names a glyph's colour: grey, else the coarse word or (half the time) one of its
-    four fine words at random, whatever the glyph's fine shade."""
-    if hue is None:
-        return GREY
-    coarse = coarse_of(hue)
-    return coarse if rng.random() < 0.5 else FINE_WORDS[coarse][int(rng.integers(4))]
+"""Captions per pretraining image, each naming its glyphs in its own order (COCO gives ViLT five)."""
 
 
 def caption(rng: np.random.Generator, glyphs: tuple[Glyph, ...]) -> tuple[str, ...]:
-    """Names each glyph ("<colour word> <shape>"), in a random order, among 2-4 topic and filler words."""
+    """Names each glyph ("<coarse colour> <shape>", whatever its shade), in a random order, among 2-4 topic and
+    filler words."""
     told = [glyphs[i] for i in rng.permutation(len(glyphs))]
-    description = [w for g in told for w in (colour_word(rng, g.hue), g.shape)]
+    description = [w for g in told for w in (GREY if g.hue is None else coarse_of(g.hue), g.shape)]
     topic = tuple(FILLER_WORDS[i] for i in rng.integers(0, len(FILLER_WORDS), size=int(rng.integers(2, 5))))
     return tuple(compose_text(rng, description, topic))
 
@@ -393,8 +384,7 @@ def sample_captioned(
     """n pretraining images with ``captions`` matched captions each, deterministic by ``seed``.
 
     Images are 64x64 RGB after a JPEG round trip, like the benchmark's files. Nothing is read from or written
-    to disk. No pair pairs a fine shade with its fine word beyond chance (docs/benchmark.md, "Disjoint
-    concepts").
+    to disk. No caption contains a fine word (docs/benchmark.md, "Disjoint concepts").
     """
     rng = np.random.default_rng([seed, PAIRS_VERSION, 101])
     out: list[tuple[Image.Image, list[str]]] = []
