@@ -10,9 +10,9 @@ glyphs in a random order. What the two modalities of a pretraining pair agree on
 shape of each glyph, and nothing finer: the fine words are in the vocabulary but in no pretraining caption.
 
 A benchmark class (``mc``) is a **fine colour**: the image shows one glyph of the class's fine shade and the
-text names it "<fine word> <shape>". A session holds two fine colours of one coarse colour and two of another;
-session s uses coarse colour s (fine 0 and 1) and coarse colour s + 5 (fine 2 and 3), so sessions s and s + 5
-share their coarse colours. A genre (``ml``) is a fine colour too, one glyph per genre.
+text names it "<fine word> <shape>". A session holds two fine colours of one coarse colour and two of another:
+session s uses coarse colour s (fine 0 and 1) and coarse colour s + 1 (fine 2 and 3) of five, a ring in which
+every coarse colour is shared by two sessions. A genre (``ml``) is a fine colour too, one glyph per genre.
 
 Where a modality does not carry a sample's class evidence its glyph is grey and its text says "grey".
 Non-class content (background hue, filler and topic words, glyph shape, size and place, noise) comes from one
@@ -78,16 +78,18 @@ def fine_hue(word: str) -> float:
 # Classes, sessions, genres
 
 MC_PER_SESSION = 4
-MC_SESSIONS = 10
-_COARSE = tuple(PALETTE)
+MC_SESSIONS = 5
+MC_COARSE: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple")
+"""The coarse colours of the multi-class classes (hues 0.2 apart), in session order."""
 
 
 def _mc_classes() -> tuple[str, ...]:
-    """Class words in class order: session s = coarse s fine 0, 1 and coarse s + 5 fine 2, 3; then one unused
-    class, the coarse word "red" (the prototype hue), outside every session."""
+    """Class words in class order: session s = coarse s fine 0, 1 and coarse s + 1 (mod 5) fine 2, 3, a ring in
+    which every coarse colour is shared by two sessions; then one unused class, the coarse word "red" (the
+    prototype hue), outside every session."""
     words: list[str] = []
     for s in range(MC_SESSIONS):
-        first, second = _COARSE[s], _COARSE[(s + 5) % len(_COARSE)]
+        first, second = MC_COARSE[s], MC_COARSE[(s + 1) % MC_SESSIONS]
         words += [FINE_WORDS[first][0], FINE_WORDS[first][1], FINE_WORDS[second][2], FINE_WORDS[second][3]]
     return (*words, "red")
 
@@ -98,7 +100,7 @@ of unused classes is exercised. Class names on disk are these words."""
 
 ML_PER_SESSION = 3
 ML_SESSIONS = 4
-ML_WORDS: tuple[str, ...] = tuple(FINE_WORDS[_COARSE[g // 2]][3 * (g % 2)] for g in range(14))
+ML_WORDS: tuple[str, ...] = tuple(FINE_WORDS[tuple(PALETTE)[g // 2]][3 * (g % 2)] for g in range(14))
 """Genre g's fine colour: coarse g // 2, fine 0 or 3; genres in strictly decreasing frequency, the first 12 form
 4 sessions of 3, the two rarest are dropped by the reader."""
 ML_GENRES: tuple[str, ...] = tuple(word.capitalize() for word in ML_WORDS)

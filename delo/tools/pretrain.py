@@ -506,7 +506,9 @@ Most words of a synthetic text are filler words drawn uniformly from 40, which c
 def probe_markdown(probe: dict | None) -> str:
     if probe is None:
         return "\nLinear probe: not run (`python launch/pretrain_backbone.py --probe-only`).\n"
-    rows = [("all classes (chance 2.5 %)", probe["scores"])]
+    classes = probe.get("classes")
+    chance = f"chance {100 / classes:.1f} %" if classes else "all tasks"
+    rows = [(f"all {classes or ''} classes ({chance})".replace("  ", " "), probe["scores"])]
     if "per_task" in probe:
         rows.append(("per task, its own 4 classes (chance 25 %)", probe["per_task"]))
     table = "\n".join(

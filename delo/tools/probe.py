@@ -6,7 +6,7 @@ image only (the text replaced by the loader's dummy ``""``), the text only (the 
 ``as_run``: each sample with its own missing code from the run's missing tables (η = 0.7 both by default).
 Missing inputs are built by the real loader, exactly as a run builds them.
 
-- :func:`probe`: one regression over all classes of all sessions (chance 1 / 40 on world v3).
+- :func:`probe`: one regression over all classes of all sessions (chance 1 / 20 on world v3).
 - :func:`probe_per_task`: one regression per session over its own 4 classes, scored on that session's test
   samples and averaged over sessions: what a frozen backbone with per-task heads reads when the task is known,
   the reference for a method's task-aware AP (chance 25 %).
@@ -153,6 +153,7 @@ def probe_folder(folder: str | Path, threads: int | None = None) -> dict:
     return {
         "scores": probe(backbone.vilt, backbone, flat_train, flat_test),
         "per_task": probe_per_task(backbone.vilt, backbone, train, test),
+        "classes": len({int(s.label) for s in flat_test}),
         "split": split,
     }
 
