@@ -127,7 +127,7 @@ def test_old_world_folders_are_left_alone(tmp_path, monkeypatch):
 
 
 def test_mc_layout_sizes_and_sessions():
-    """A fifth of the default world (train / val / test 8 / 15 / 30 per class); the default sizes are these
+    """A fifth of the default world (train / val / test 16 / 30 / 60 per class); the default sizes are these
     times 5 (docs/benchmark.md)."""
     cfg = _cfg("mc", scale=0.2)
     prepare_data(cfg)
@@ -135,18 +135,18 @@ def test_mc_layout_sizes_and_sessions():
     root = variant_dir(cfg.data.synthetic)
     assert json.loads((root / "generator.json").read_text())["seconds"] > 0
     class_idx = json.loads((root / "class_idx.json").read_text())
-    assert list(class_idx) != sorted(class_idx) and class_idx[MC_CLASSES[40]] == 40
+    assert list(class_idx) != sorted(class_idx) and class_idx[MC_CLASSES[20]] == 20
     assert (root / "texts" / "train_titles.csv").read_text().split("\n")[0].count('"') == 2
-    assert bench.num_tasks == MC_SESSIONS == 10 and bench.task_classes[1] == [4, 5, 6, 7]
-    assert bench.label_names == list(MC_CLASSES[:40])
+    assert bench.num_tasks == MC_SESSIONS == 5 and bench.task_classes[1] == [4, 5, 6, 7]
+    assert bench.label_names == list(MC_CLASSES[:20])
     assert {s: sum(bench.report["sizes"][s]) for s in ("train", "val", "test")} == {
         "train": 320,
         "val": 600,
         "test": 1200,
     }
-    assert bench.report["dropped_unused_class"] == 53
+    assert bench.report["dropped_unused_class"] == 106
     codes = Counter(x.missing for x in bench.split(2, "train"))
-    assert codes == {0: 10, 1: 11, 2: 11}  # eta 0.7 both: floor(32 * 0.7) = 22 missing, half each way
+    assert codes == {0: 20, 1: 22, 2: 22}  # eta 0.7 both: floor(64 * 0.7) = 44 missing, half each way
     tok = _tokenizer()
     texts = [s.text for t in range(MC_SESSIONS) for s in bench.split(t, "test")]
     assert all(12 <= len(t.split()) <= 24 for t in texts)
