@@ -30,6 +30,9 @@ class MethodEntry:
     """``"module:Class"`` of its ``model.<name>.*`` keys (a light pydantic module beside its code), or None."""
     paper: tuple[float, float] | None = None
     """Table 2 of the DeLo paper (AP, FG): UPMC-Food101-CMML, ViLT-B/32, eta = 70 % both; None when absent."""
+    floor: bool = False
+    """The floor of every comparison (no adapter): reports pair every row against it, so a table shows what each
+    method's adaptation adds."""
 
     def model_class(self) -> type:
         module, cls = self.target.split(":")
@@ -62,6 +65,7 @@ METHODS: dict[str, MethodEntry] = {
             "the frozen backbone with DeLo's per-task heads and Task-Key Memory, no adapter: the floor of every table",
             "per-task head and key",
             "Task-Key Memory",
+            floor=True,
         ),
         MethodEntry(
             "rank1_pool",

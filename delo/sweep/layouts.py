@@ -90,6 +90,17 @@ class TableLayout:
         grid lacks that row."""
         return next((label for label, recs in groups(records).items() if self.is_reference(recs[0])), None)
 
+    def floor_group(self, records: list[TrialRecord]) -> str | None:
+        """The label of the first group of the floor method (the frozen backbone, registry ``floor``), in any
+        layout; None when the grid has no floor row."""
+        return next((label for label, recs in groups(records).items() if is_floor(recs[0])), None)
+
+
+def is_floor(rec: TrialRecord) -> bool:
+    """Whether ``rec`` ran the floor method (no adapter)."""
+    entry = METHODS.get(rec.cfg("model.method", DELO))
+    return entry is not None and entry.floor
+
 
 class RankFactor(TableLayout):
     """Paper Table 5: E × r, against the paper point."""
@@ -170,6 +181,8 @@ class Components(TableLayout):
             if row is not None:
                 shown = ", ".join(f"{k}={first.cfg('model.' + k)}" for k in row.shows)
                 name = row.display + (f" ({shown})" if shown else "")
+            elif is_floor(first):
+                name = METHODS[first.cfg("model.method")].display
             else:
                 name = f"{first.label} ({first.cfg('model.variant', first.variant)})"
             out.append(

@@ -18,7 +18,7 @@ from typing import Any
 
 from delo import provenance
 from delo.atomic import atomic_write_text
-from delo.metric_keys import FINAL_AP, FINAL_FG, FINAL_KEYS, test_key
+from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG, FINAL_KEYS, test_key
 from delo.sweep import latex
 from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, RESULTS_TEX, Status, read_launches, read_saved_spec
 from delo.sweep.layouts import TableLayout, layout_of
@@ -186,10 +186,22 @@ def _fmt_diff(mean: float | None, half: float | None, n: int) -> str:
     return text + (f" {EXCLUDES_ZERO}" if excludes_zero(mean, half) else "") + f" (n={n})"
 
 
+PAIRED_KEYS = (FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG)
+"""The paired columns: task-agnostic AP (the method's own task inference), task-aware AP (the task given), FG."""
+
+
 def _paired_section(records: list[TrialRecord], layout: TableLayout, split: str) -> list[str]:
-    ref = layout.reference_group(records)
-    if ref is None:
-        return []
+    """Paired differences against the layout's reference row, then against the floor (the frozen backbone) where
+    the grid has one: the first says what each change costs against the method, the second what each row adds
+    over no adaptation at all."""
+    refs = [layout.reference_group(records), layout.floor_group(records)]
+    out: list[str] = []
+    for ref in dict.fromkeys(r for r in refs if r is not None):
+        out += _paired_against(records, ref, split)
+    return out
+
+
+def _paired_against(records: list[TrialRecord], ref: str, split: str) -> list[str]:
     by = groups(records)
     out = [
         "",
@@ -199,15 +211,14 @@ def _paired_section(records: list[TrialRecord], layout: TableLayout, split: str)
         f"of the 95 % CI of the per-seed differences (Student's t, n − 1 df; n = seeds where both completed). "
         f"{EXCLUDES_ZERO}: the interval excludes 0.",
         "",
-        "| row | Δ AP | Δ FG |",
-        "|---|---|---|",
+        "| row | Δ AP | Δ task-aware AP | Δ FG |",
+        "|---|---|---|---|",
     ]
     for label, recs in by.items():
         if label == ref:
             continue
-        ap = paired_difference(recs, by[ref], FINAL_AP, split)
-        fg = paired_difference(recs, by[ref], FINAL_FG, split)
-        out.append(f"| {label} | {_fmt_diff(*ap)} | {_fmt_diff(*fg)} |")
+        cells = [_fmt_diff(*paired_difference(recs, by[ref], key, split)) for key in PAIRED_KEYS]
+        out.append(f"| {label} | {' | '.join(cells)} |")
     return out
 
 

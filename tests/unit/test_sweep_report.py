@@ -213,10 +213,18 @@ def test_confidence_interval_uses_students_t():
 
 
 def _grid_trial(
-    exp: Path, name: str, overrides: dict, seed: int, ap: float, fg: float, seconds=None, params=None
+    exp: Path,
+    name: str,
+    overrides: dict,
+    seed: int,
+    ap: float,
+    fg: float,
+    seconds=None,
+    params=None,
+    aware: float | None = None,
 ) -> None:
     """A completed grid trial with val rows only; overrides are dotted run-config keys; ``seconds`` a list of
-    (train, eval) seconds for tasks 1 and 2."""
+    (train, eval) seconds for tasks 1 and 2; ``aware`` its final task-aware AP."""
     d = exp / name
     (d / name).mkdir(parents=True)
     cfg: dict = {"seed": seed}
@@ -238,6 +246,8 @@ def _grid_trial(
     }
     (d / "trial.json").write_text(json.dumps(info))
     rows = [{"task": 1, "ap_seen": ap}, {"task": 2, "ap_seen": ap, "final_ap": ap, "final_fg": fg}]
+    if aware is not None:
+        rows[-1]["final_ap_task_aware"] = aware
     for row, (train_s, eval_s) in zip(rows, seconds or [], strict=False):
         row.update(train_time_s=train_s, eval_time_s=eval_s)
     (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -296,10 +306,45 @@ def test_components_paired_differences_vs_delo(tmp_path):
     assert "## Paired differences vs `delo`" in md
     # no_guide - delo per seed: AP -10, -9, -11 (mean -10, s = 1: half 4.3027 / √3 = 2.48, excludes 0);
     # FG +1, +2, +3 (mean 2, s = 1: 2 ± 2.48 contains 0, no marker)
-    assert "| no_guide | -10.00 ± 2.48 † (n=3) | +2.00 ± 2.48 (n=3) |" in md
+    assert "| no_guide | -10.00 ± 2.48 † (n=3) | – | +2.00 ± 2.48 (n=3) |" in md
     # delo_lora has seeds 0 and 1 only: AP +1, +1 (s = 0, so the interval is the point and excludes 0)
-    assert "| delo_lora | +1.00 ± 0.00 † (n=2) | +0.00 ± 0.00 (n=2) |" in md
+    assert "| delo_lora | +1.00 ± 0.00 † (n=2) | – | +0.00 ± 0.00 (n=2) |" in md
     assert "| delo |" not in md.split("## Paired differences")[1]
+
+
+def test_components_pair_against_delo_and_against_the_frozen_floor(tmp_path):
+    """With a frozen row in the grid the report pairs every row against DeLo (what a component costs) and then
+    against the floor (what each row's adaptation adds), in task-agnostic AP, task-aware AP and FG."""
+    exp = tmp_path / "components"
+    _spec(exp, "components")
+    data = {  # variant: overrides, [(seed, AP, task-aware AP, FG)]
+        "delo": ({"model.variant": "delo"}, [(1, 60.0, 70.0, 9.0), (2, 62.0, 73.0, 8.0), (3, 61.0, 71.0, 7.0)]),
+        "frozen": ({"model.method": "frozen"}, [(1, 50.0, 58.0, 6.0), (2, 51.0, 60.0, 6.0), (3, 52.0, 59.0, 6.0)]),
+        "no_guide": ({"model.variant": "no_guide"}, [(1, 55.0, 66.0, 9.0), (2, 57.0, 69.0, 9.0), (3, 56.0, 67.0, 9.0)]),
+    }  # fmt: skip
+    for n, (variant, (over, rows)) in enumerate(data.items()):
+        for seed, ap, aware, fg in rows:
+            _grid_trial(
+                exp,
+                f"{variant}_s{seed}_{n:03d}{seed:02d}",
+                {"variant": variant, **over},
+                seed,
+                ap,
+                fg,
+                aware=aware,
+            )
+    write_report(exp)
+    md = (exp / "results.md").read_text()
+    assert "| Frozen ViLT (floor) | 51.00 ± 2.48 |" in md
+    vs_delo, vs_floor = md.split("## Paired differences vs `delo`")[1].split(
+        "## Paired differences vs `frozen`"
+    )
+    assert "| row | Δ AP | Δ task-aware AP | Δ FG |" in vs_delo
+    # no_guide - delo: AP -5, -5, -5; task-aware -4, -4, -4; FG 0, +1, +2 (mean 1, s 1: 1 ± 2.48)
+    assert "| no_guide | -5.00 ± 0.00 † (n=3) | -4.00 ± 0.00 † (n=3) | +1.00 ± 2.48 (n=3) |" in vs_delo
+    # delo - frozen: AP +10, +11, +9 (mean 10, s 1: ± 2.48 †); task-aware +12, +13, +12 (s 0.577: ± 1.43 †)
+    assert "| delo | +10.00 ± 2.48 † (n=3) | +12.33 ± 1.43 † (n=3) | +2.00 ± 2.48 (n=3) |" in vs_floor
+    assert "| frozen |" not in vs_floor
 
 
 def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
@@ -373,7 +418,7 @@ def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
     assert "| DeLo-LoRA (`lora`) |" in md
     # mora - delo per seed: -4, -3, -5 (mean -4, s = 1, half 2.48: excludes 0)
     assert "## Paired differences vs `delo`" in md
-    assert "| mora | -4.00 ± 2.48 † (n=3) | +1.00 ± 0.00 † (n=3) |" in md
+    assert "| mora | -4.00 ± 2.48 † (n=3) | – | +1.00 ± 0.00 † (n=3) |" in md
 
 
 def test_a_trial_written_with_the_old_oracle_keys_is_summarized(tmp_path):
