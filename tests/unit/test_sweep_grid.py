@@ -12,7 +12,7 @@ from delo.sweep.grid import TRIAL_KEY, trial_of
 from delo.sweep.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"rank_factor": 18, "components": 12, "losses": 12, "missing": 15, "smoke": 2}
+EXPECTED = {"rank_factor": 18, "components": 40, "losses": 32, "missing": 15, "smoke": 2}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -29,8 +29,8 @@ def test_tune_runs_the_validated_trials_in_order(name):
 @pytest.mark.parametrize("seeds", [[0], [0, 1, 2], [3, 7, 11, 19]])
 def test_seeds_multiply_the_grid(seeds):
     sweep = load_sweep(ROOT / "sweeps/components.yaml", [f"grid.seeds={seeds}"])
-    assert len(sweep.trials) == 4 * len(seeds)
-    assert sorted(t.seed for t in sweep.trials) == sorted(seeds * 4)
+    assert len(sweep.trials) == 5 * len(seeds)  # DeLo, three ablations, the frozen floor
+    assert sorted(t.seed for t in sweep.trials) == sorted(seeds * 5)
     assert all(t.overrides["seed"] == t.seed for t in sweep.trials)
 
 
