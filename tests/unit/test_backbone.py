@@ -82,8 +82,8 @@ def test_tiny_tokenizer_dummy_text_and_synthetic_sentences(tiny):
 
 
 def test_tiny_forward_output_order(tiny):
-    out = forward(tiny, ["mango with a basil", ""], [Image.new("RGB", (64, 64), "red")] * 2)
-    text_len = 6  # [CLS] mango with a basil [SEP]
+    out = forward(tiny, ["crimson disk with a", ""], [Image.new("RGB", (64, 64), "red")] * 2)
+    text_len = 6  # [CLS] crimson disk with a [SEP]: four words of tiny's vocabulary
     assert out.last_hidden_state.shape == (2, text_len + 1 + 16, 128)
     assert out.pooler_output.shape == (2, 128)
 
