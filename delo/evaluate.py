@@ -25,6 +25,7 @@ from delo.metric_keys import (
     FINAL_AP_TASK_AWARE,
     FINAL_KEYS,
     TASK_AWARE,
+    TASK_ROUTING,
     current_keys,
 )
 from delo.runtime import autocast, move_batch
@@ -35,9 +36,12 @@ MATRICES = (
     ("matrix", f"matrix{AWARE}", "key_accuracy")
     + tuple(f"{m}{suffix}" for suffix in ("", AWARE) for m in metrics.MISSING_TYPES)
     + tuple(f"key_accuracy_{m}" for m in metrics.MISSING_TYPES)
+    + (TASK_ROUTING,)
 )
 """Names of the result matrices kept per split (``complete`` etc. are task-agnostic, ``complete_task_aware``
-etc. task-aware, ``key_accuracy_complete`` etc. the task-key accuracy on one missing type)."""
+etc. task-aware, ``key_accuracy_complete`` etc. the task-key accuracy on one missing type). ``task_routing`` is
+not indexed (after task j, on task i) but (true task i, inferred task k): the sample counts of the latest row,
+each row i rewritten whenever task i is evaluated, so after the last task it is the final row's routing."""
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TaskOutcomes:
 
     missing: np.ndarray  # (N,) 0 complete, 1 text missing, 2 image missing
     key_hit: np.ndarray  # (N,) bool: k* == true task
+    task: np.ndarray  # (N,) the task the read-out used: inferred (agnostic) or the true one (task-aware)
     hit: np.ndarray | None = None  # (N,) bool, multi-class: predicted global id == label
     positive: np.ndarray | None = None  # (N, C_i) bool, multi-label: logit > 0 on the task's own labels
     target: np.ndarray | None = None  # (N, C_i) bool
@@ -142,15 +147,17 @@ def evaluate_task(
         for parts, rows, pred_task in ((agn, agn_rows, task), (ora, ora_rows, batch["task"])):
             parts.setdefault("missing", []).append(batch["missing"])
             parts.setdefault("key_hit", []).append(pred_task == batch["task"])
+            parts.setdefault("task", []).append(pred_task)
             for k, v in rows.items():
                 parts.setdefault(k, []).append(v)
     if not agn:  # an empty split: every score is nan
         empty = np.zeros(0, dtype=bool)
         cells = np.zeros((0, len(classes)), dtype=bool)
         kw = {"positive": cells, "target": cells} if multilabel else {"hit": empty}
-        outcomes = {mode: TaskOutcomes(missing=np.zeros(0, dtype=np.int64), key_hit=empty, **kw)
+        none = np.zeros(0, dtype=np.int64)
+        outcomes = {mode: TaskOutcomes(missing=none, key_hit=empty, task=none, **kw)
                     for mode in ("agnostic", "task_aware")}  # fmt: skip
-        return outcomes, Reuse(np.zeros(0, dtype=np.int64), outcomes)
+        return outcomes, Reuse(none, outcomes)
     outcomes = {"agnostic": TaskOutcomes(**_collect(agn)), "task_aware": TaskOutcomes(**_collect(ora))}
     return outcomes, Reuse(torch.cat(inferred).cpu().numpy(), outcomes)
 
@@ -165,9 +172,9 @@ class ResultBook:
     def __init__(self, num_tasks: int, data: dict[str, metrics.Matrix] | None = None):
         self.num_tasks = num_tasks
         # a checkpoint written before the task-aware matrices had one name says matrix_oracle etc.
-        self.data = (
-            current_keys(data) if data else {name: metrics.empty_matrix(num_tasks) for name in MATRICES}
-        )
+        self.data = current_keys(data) if data else {}
+        for name in MATRICES:  # a checkpoint written before task_routing existed lacks it
+            self.data.setdefault(name, metrics.empty_matrix(num_tasks))
 
     def fill(self, j: int, i: int, outcomes: dict[str, TaskOutcomes]) -> None:
         """Entry (after task j, on task i) of every matrix."""
@@ -180,6 +187,9 @@ class ResultBook:
         self.data["key_accuracy"][j][i] = agnostic.key_accuracy()
         for code, name in enumerate(metrics.MISSING_TYPES):
             self.data[f"key_accuracy_{name}"][j][i] = agnostic.key_accuracy(agnostic.missing == code)
+        # the latest row's routing of task i: (T,) its samples per inferred task
+        routed = np.bincount(agnostic.task, minlength=self.num_tasks)
+        self.data[TASK_ROUTING][i] = [int(n) for n in routed]
 
     def task_metrics(self, j: int, prefix: str = "") -> dict[str, float]:
         """Report keys after task j (ray-tune.md §4), optionally prefixed (``test_``)."""
@@ -222,6 +232,9 @@ class ResultBook:
             "by_missing": {},
             "by_missing_task_aware": {},
         }
+        routing = self.data[TASK_ROUTING]
+        if all(n is not None for row in routing for n in row):  # every task evaluated in the last row
+            out[TASK_ROUTING] = [[int(n) for n in row] for row in routing]
         for name in metrics.MISSING_TYPES:
             for suffix, key in (("", "by_missing"), (AWARE, f"by_missing{AWARE}")):
                 R = self.data[name + suffix]
@@ -238,9 +251,9 @@ def _fmt(value: float | None, width: int = 6) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:{width}.2f}"
 
 
-def format_matrix(R: list[list[float | None]], title: str) -> str:
+def format_matrix(R: list[list[float | None]], title: str, corner: str = "after\\on") -> str:
     n = len(R)
-    head = "after\\on " + "".join(f"{'T' + str(i + 1):>7}" for i in range(n))
+    head = f"{corner:<9}" + "".join(f"{'T' + str(i + 1):>7}" for i in range(n))
     rows = [f"{'T' + str(j + 1):>8} " + "".join(" " + _fmt(v) for v in row) for j, row in enumerate(R)]
     return "\n".join([title, head, *rows])
 
@@ -253,6 +266,10 @@ def format_summary(result: dict[str, Any]) -> str:
             continue
         lines.append(format_matrix(result[prefix + "matrix"], f"result matrix ({label}, task-agnostic)"))
         lines.append(format_matrix(result[prefix + "task_key_accuracy"], f"task-key accuracy ({label})"))
+        if prefix + TASK_ROUTING in result:
+            shares = metrics.row_shares(result[prefix + TASK_ROUTING])
+            title = f"task routing ({label}): % of each true task's samples (rows) by inferred task (columns)"
+            lines.append(format_matrix(shares, title, corner="true\\inf"))
         cols = ("ap", "fg", "last", "bwt")
         lines.append(f"{'':16}{'AP':>8}{'FG':>8}{'Last':>8}{'BWT':>8}")
         for name, row in (

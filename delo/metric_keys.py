@@ -19,6 +19,9 @@ AP_SEEN_TASK_AWARE = f"{AP_SEEN}_{TASK_AWARE}"
 FINAL_AP_TASK_AWARE = f"{FINAL_AP}_{TASK_AWARE}"
 FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_TASK_AWARE)
 """Only in a run's last report (so their presence marks a trial that reached task T)."""
+TASK_ROUTING = "task_routing"
+"""The runner's result.json field (``test_task_routing`` for the test split) of the final row's routing counts:
+``task_routing[i][k]`` = samples of true task i whose task-agnostic read-out inferred task k (T × T ints)."""
 SELECTION_KEYS = (AP_SEEN, "acc_new", "fg_seen", "bwt_seen", "key_acc")
 KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
 """Task-key accuracy on one missing type, reported per task next to ``key_acc``."""

@@ -128,6 +128,16 @@ def summarize(R: Matrix, upto: int | None = None) -> dict[str, float]:
     }
 
 
+def row_shares(counts: Sequence[Sequence[int]]) -> Matrix:
+    """Counts (rows: true task, columns: inferred task) -> 100 · each count / its row's sum; a row without
+    samples is all ``None``."""
+    out: Matrix = []
+    for row in counts:
+        total = sum(row)
+        out.append([100.0 * n / total if total else None for n in row])
+    return out
+
+
 def json_matrix(R: Matrix) -> list[list[float | None]]:
     """R with nan turned into None (strict JSON), values rounded to 1e-6."""
     return [[json_number(v) for v in row] for row in R]

@@ -4,9 +4,10 @@ A run writes, in ``<out_dir>/tb``:
 
 - at start, only the hparams *session start* (every hyperparameter flattened to dotted names, constants too);
 - per epoch, training-dynamics scalars under ``dynamics/`` (``debug.diagnostics``, see ``delo.methods.delo.diagnostics``);
-- per task, scalars under ``val/``, ``test/``, ``task_aware/``, ``train/`` and ``time/``, the result matrix as an
-  image (rendered with PIL), expert-selection frequencies per pool (paper Fig. 5) and a histogram of
-  cos(q_v, q_t) on complete samples (Fig. 4b);
+- per task, scalars under ``val/``, ``test/``, ``task_aware/``, ``train/`` and ``time/``, the result matrix and the
+  task routing (``val/task_routing``: % of each true task's samples by inferred task) as images (rendered with
+  PIL), expert-selection frequencies per pool (paper Fig. 5) and a histogram of cos(q_v, q_t) on complete samples
+  (Fig. 4b);
 - the final scalars (``val/final_ap``, ...) and the hparams *session end*, before the run's last report.
 
 Protos come from ``tensorboard.plugins.hparams.summary_v2`` (never ``...hparams.api``, which imports TensorFlow),

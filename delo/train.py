@@ -29,7 +29,8 @@ from delo.atomic import atomic_write_json
 from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.methods.base import RoutingDiagnostics
-from delo.metric_keys import TASK, TEST_PREFIX, current_keys, is_final
+from delo.metric_keys import TASK, TASK_ROUTING, TEST_PREFIX, current_keys, is_final
+from delo.metrics import row_shares
 
 OnTaskEnd = Callable[[dict[str, Any], Path], None]
 PROBE_SIZE = 16  # samples of the per-epoch routing probe (debug.diagnostics)
@@ -464,6 +465,14 @@ def _log_task(tb, run: _Run, k: int, metrics: dict[str, Any], stats) -> None:
             book.data["matrix"][: k + 1],
             k + 1,
             title=f"{split} after task {k + 1}",
+        )
+        # the tasks seen so far: % of each true task's samples (rows) by the task inferred for them (columns)
+        routing = [row[: k + 1] for row in book.data[TASK_ROUTING][: k + 1]]
+        tb.matrix(
+            f"{prefix}/task_routing",
+            row_shares(routing),
+            k + 1,
+            title=f"{split} routing after task {k + 1}",
         )
     tb.routing(stats, k + 1)
 

@@ -77,6 +77,10 @@ class TableLayout:
             )
         return out
 
+    def display(self, rec: TrialRecord) -> str:
+        """The name of ``rec``'s row in figures: its group's label unless the layout names rows itself."""
+        return rec.label
+
     def paper(self, rec: TrialRecord) -> Paper | None:
         """The paper's (AP, FG) for the row of ``rec``'s group; None when the paper has no such row."""
         return None
@@ -239,6 +243,7 @@ class Methods(TableLayout):
     trial with an ablation variant is its own row (DeLo-LoRA), which Table 2 does not have."""
 
     name = "methods"
+    figures = ("ap_fg", "task_routing", "best_matrix")
 
     @staticmethod
     def row_key(rec: TrialRecord) -> str:

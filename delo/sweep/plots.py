@@ -1,5 +1,6 @@
 """PNG figures of a sweep report, drawn with matplotlib: the E x r heatmap, AP / FG bars per group, AP against
-the missing rate per missing type, the Pareto scatter of a multi-objective search and the best trial's matrix.
+the missing rate per missing type, the Pareto scatter of a multi-objective search, the best trial's matrix and the
+task routing per group.
 
 Every figure is drawn on an Agg canvas of its own (no pyplot): a report may be rebuilt inside a long-lived
 driver or a test process, where pyplot's global figure registry and backend selection would leak state.
@@ -16,6 +17,7 @@ from typing import Any
 
 from delo.atomic import atomic_write
 from delo.metric_keys import FINAL_AP, FINAL_FG
+from delo.metrics import row_shares
 from delo.sweep.layouts import TableLayout
 from delo.sweep.records import (
     EXCLUDES_ZERO,
@@ -28,6 +30,7 @@ from delo.sweep.records import (
     paired_difference,
     params_of,
     pareto_front,
+    pooled_routing,
     split_used,
 )
 
@@ -343,6 +346,41 @@ def _matrix(best: TrialRecord, split: str):
     return fig
 
 
+def _routing(rows: list[tuple[str, list[list[int]], int]], split: str, seeds: str):
+    """One heatmap per row (name, seed-summed counts, trials): % of each true task's samples by inferred task."""
+    import numpy as np
+
+    cols = min(4, len(rows))
+    lines = math.ceil(len(rows) / cols)
+    fig = _figure(2.9 * lines + 1.0)
+    axes = []
+    for k, (name, counts, n) in enumerate(rows):
+        ax = fig.add_subplot(lines, cols, k + 1)
+        shares = row_shares(counts)
+        grid = np.array([[math.nan if v is None else v for v in row] for row in shares], dtype=float)
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=100)
+        for i, row in enumerate(shares):  # i: true task, j: inferred task
+            for j, value in enumerate(row):
+                if value is not None:
+                    ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                            color="white" if value > 60 else "black")  # fmt: skip
+        t = len(counts)
+        ax.set_xticks(range(t), [f"T{j + 1}" for j in range(t)], fontsize=8)
+        ax.set_yticks(range(t), [f"T{i + 1}" for i in range(t)], fontsize=8)
+        ax.set_xlabel("inferred task", fontsize=9)
+        ax.set_ylabel("true task", fontsize=9)
+        ax.set_title(f"{name} (n={n})", fontsize=10)
+        axes.append(ax)
+    fig.colorbar(image, ax=axes, label="% of the true task's samples", shrink=0.8)
+    fig.suptitle(
+        f"Task routing after the last task ({split} split): % of each true task's samples (row) by the task the "
+        f"task-agnostic read-out inferred (column)\ncounts summed over each panel's n trials ({seeds}), then "
+        "normalised per row",
+        fontsize=10,
+    )
+    return fig
+
+
 def _finite(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
 
@@ -362,6 +400,17 @@ def _best_matrix(records: list[TrialRecord], split: str, exp: Path, layout: Tabl
     return [_save(_matrix(best, split), exp / "best_matrix.png")]
 
 
+def _task_routing(records: list[TrialRecord], split: str, exp: Path, layout: TableLayout) -> list[Path]:
+    rows = []
+    for recs in groups(records).values():
+        counts, n = pooled_routing(recs, split)
+        if counts is not None:  # trials written before the runner stored routing counts are left out
+            rows.append((layout.display(recs[0]), counts, n))
+    if not rows:
+        return []
+    return [_save(_routing(rows, split, seeds_text(records)), exp / "task_routing.png")]
+
+
 FigureWriter = Callable[[list[TrialRecord], str, Path, TableLayout], list[Path]]
 """(records, split, experiment folder, the sweep's layout) -> the PNGs written."""
 FIGURES: dict[str, FigureWriter] = {
@@ -373,7 +422,9 @@ FIGURES: dict[str, FigureWriter] = {
     "ap_fg_top": _png("ap_fg.png", lambda records, split: _bar_chart(records, split, top=12)),
     "pareto": _png("pareto.png", lambda records, split: _pareto_scatter(records)),
     "best_matrix": _best_matrix,
+    "task_routing": _task_routing,
     "optuna": lambda records, split, exp, layout: _optuna_figures(exp),
 }
 """A layout's figure names -> how each is drawn: E x r heatmap, AP against η per missing type, AP / FG bars per
-group (the top 12 for a search), the Pareto scatter, the best trial's matrix, Optuna's own views."""
+group (the top 12 for a search), the Pareto scatter, the best trial's matrix, the routing heatmaps per group (true
+task × inferred task), Optuna's own views."""

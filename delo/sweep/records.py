@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, current_keys, test_key
+from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, TASK_ROUTING, current_keys, test_key
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -44,6 +44,8 @@ class TrialRecord:
     params: dict[str, int] | None = None
     matrix: list | None = None
     test_matrix: list | None = None
+    # the final row's routing counts (true task × inferred task) per split; None for runs written before them
+    routing: dict[str, list[list[int]]] = field(default_factory=dict)
     # mean seconds per task over the reported tasks: {"train": ..., "eval": ...} (empty before the first task)
     task_seconds: dict[str, float] = field(default_factory=dict)
     # the runner's provenance of the trial (delo.provenance; None for trials written before it existed)
@@ -155,6 +157,9 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
     rec.params = run.get("params")
     rec.matrix = run.get("matrix")
     rec.test_matrix = run.get("test_matrix")
+    for split, key in (("val", TASK_ROUTING), ("test", test_key(TASK_ROUTING))):
+        if run.get(key):
+            rec.routing[split] = run[key]
     rec.provenance = run.get("provenance")
     return rec
 
@@ -255,6 +260,16 @@ EXCLUDES_ZERO = "†"
 def excludes_zero(mean: float | None, half: float | None) -> bool:
     """Whether the interval mean ± half misses 0 (needs an interval, i.e. at least two pairs)."""
     return mean is not None and half is not None and abs(mean) > half
+
+
+def pooled_routing(recs: list[TrialRecord], split: str) -> tuple[list[list[int]] | None, int]:
+    """The routing counts of ``split`` summed over a group's completed trials (its seeds), and how many trials
+    had them; (None, 0) when none had (result files written before the runner stored them)."""
+    found = [r.routing[split] for r in recs if r.completed and split in r.routing]
+    if not found:
+        return None, 0
+    total = [[sum(cells) for cells in zip(*rows, strict=True)] for rows in zip(*found, strict=True)]
+    return total, len(found)
 
 
 def params_of(rec: TrialRecord) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 from delo import provenance
 from delo.atomic import atomic_write_text
 from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG, FINAL_KEYS, test_key
+from delo.metrics import row_shares
 from delo.sweep import latex
 from delo.sweep.experiment import RESULTS_CSV, RESULTS_MD, RESULTS_TEX, Status, read_launches, read_saved_spec
 from delo.sweep.layouts import TableLayout, layout_of
@@ -31,6 +32,7 @@ from delo.sweep.records import (
     fmt_num,
     groups,
     paired_difference,
+    pooled_routing,
     split_used,
     swept_keys,
 )
@@ -60,9 +62,12 @@ def latex_tables(records: list[TrialRecord], spec: dict[str, Any]) -> str:
     layout = layout_of(spec.get("table"))
     split = split_used(records)
     seeds = sorted({r.seed for r in records if r.seed is not None and r.completed})
-    return latex.document(
-        [*layout.rows(records, split), *_paired_section(records, layout, split)], split, seeds
-    )
+    sections = [
+        *layout.rows(records, split),
+        *_paired_section(records, layout, split),
+        *_routing_section(records, layout, split),
+    ]
+    return latex.document(sections, split, seeds)
 
 
 def write_csv(records: list[TrialRecord], path: Path) -> Path:
@@ -169,6 +174,7 @@ def markdown(
         lines += [f"**Warning:** {warning}.", ""]
     lines += layout.rows(records, split)
     lines += _paired_section(records, layout, split)
+    lines += _routing_section(records, layout, split)
     lines += ["", "## All trials", "", *_table_trials(records)]
     failed = [r for r in records if r.status == Status.ERROR]
     if failed:
@@ -220,6 +226,43 @@ def _paired_against(records: list[TrialRecord], ref: str, split: str) -> list[st
         cells = [_fmt_diff(*paired_difference(recs, by[ref], key, split)) for key in PAIRED_KEYS]
         out.append(f"| {label} | {' | '.join(cells)} |")
     return out
+
+
+def _routing_section(records: list[TrialRecord], layout: TableLayout, split: str) -> list[str]:
+    """For a layout with the task_routing figure: per row, the share of each true task's samples its task-agnostic
+    read-out routed to that task (the figure's diagonal); nothing when no trial stored routing counts."""
+    if "task_routing" not in layout.figures:
+        return []
+    rows = []
+    for recs in groups(records).values():
+        counts, n = pooled_routing(recs, split)
+        if counts is not None:  # trials written before the runner stored routing counts are left out
+            rows.append((recs[0], [row[i] for i, row in enumerate(row_shares(counts))], n))
+    if not rows:
+        return []
+    tasks = max(len(own) for _, own, _ in rows)
+    out = [
+        "",
+        "## Task routing",
+        "",
+        "| Method | own task ↑ | " + " | ".join(f"T{i + 1}" for i in range(tasks)) + " | n |",
+        "|---" * (tasks + 3) + "|",
+    ]
+    for first, own, n in rows:
+        present = [v for v in own if v is not None]
+        mean = sum(present) / len(present) if present else None
+        cells = [fmt_num(v) for v in own] + ["–"] * (tasks - len(own))
+        out.append(
+            f"| {layout.display(first)} (`{first.label}`) | {fmt_num(mean)} | {' | '.join(cells)} | {n} |"
+        )
+    return out + [
+        "",
+        "Share (%) of each true task's samples that the task-agnostic read-out routed to their own task after the "
+        f"last task ({split} split): T1, T2, ... are the diagonal of the routing matrix (`task_routing` in each "
+        "trial's result.json, drawn in task_routing.png), own task their mean over tasks (for one trial, the last "
+        "row of its task-key accuracy and its `key_acc`). A row's counts are summed over its n seeds before "
+        "normalising, so a seed weighs by its number of samples.",
+    ]
 
 
 def _table_trials(records) -> list[str]:

@@ -52,6 +52,8 @@ RESULT_KEYS = {
     "test_task_key_accuracy",
     "key_acc_by_missing",
     "test_key_acc_by_missing",
+    "task_routing",
+    "test_task_routing",
 }
 KEY_ACC_BY_MISSING = ("key_acc_complete", "key_acc_text_missing", "key_acc_image_missing")
 REPORT_KEYS = {
@@ -111,6 +113,10 @@ def test_run_writes_result_and_reports(reference):
     for key in ("key_acc_by_missing", "test_key_acc_by_missing"):  # eta 0.7 both: every type has samples
         assert set(result[key]) == {"complete", "text_missing", "image_missing"}
         assert all(0.0 <= v <= 100.0 for v in result[key].values()), result[key]
+    for prefix in ("", "test_"):  # the routing's diagonal share is the last row of task-key accuracy
+        routing, key_acc = result[prefix + "task_routing"], result[prefix + "task_key_accuracy"][-1]
+        assert len(routing) == T and all(len(row) == T and sum(row) > 0 for row in routing)
+        assert [100 * row[i] / sum(row) for i, row in enumerate(routing)] == pytest.approx(key_acc, abs=1e-5)
     assert result["params"]["total"] > result["params"]["trainable"] > 0
     assert result["config"]["model"]["E"] == 4
 
@@ -142,8 +148,12 @@ def test_reusing_frozen_tasks_predictions_gives_the_same_matrices(reference, tmp
 
     full = run_continual(_cfg("eval.reuse_frozen=false"), tmp_path / "full")
     reused = reference[1]
-    keys = [k for k in reused if "matrix" in k or "by_missing" in k or "task_key_accuracy" in k]
-    assert len(keys) >= 8
+    keys = [
+        k
+        for k in reused
+        if "matrix" in k or "by_missing" in k or k.endswith(("task_key_accuracy", "routing"))
+    ]
+    assert len(keys) >= 10
     for key in keys:
         assert full[key] == reused[key], key
 
@@ -299,7 +309,9 @@ def test_tensorboard_holds_scalars_hparams_and_images(reference):
     # one point per task's epoch, at the global step that ends it: 32 training samples a task (scale 0.1) are two
     # batches of 16, so the 4-step cap ends each task after 2 epochs (steps 2 and 4 of its 4)
     assert [e.step for e in mux.Scalars(run, "dynamics/selection_entropy/A_vision")] == list(range(2, 13, 2))
-    assert {"val/result_matrix", "test/result_matrix", "routing/expert_frequency"} <= set(tags["images"])
+    images = {"val/result_matrix", "test/result_matrix", "val/task_routing", "test/task_routing"}
+    assert images | {"routing/expert_frequency"} <= set(tags["images"])
+    assert [e.step for e in mux.Images(run, "val/task_routing")] == [1, 2, 3]
     assert "routing/cos_qv_qt_complete" in tags["histograms"]
     content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)[run]
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])

@@ -46,7 +46,8 @@ def test_figures_per_layout():
     assert LAYOUTS["missing"].figures == ("ap_missing", "best_matrix")
     assert LAYOUTS["search"].figures == ("ap_fg_top", "best_matrix", "optuna")
     assert LAYOUTS["pareto"].figures == ("pareto", "best_matrix", "optuna")
-    for table in ("components", "losses", "methods", "generic"):
+    assert LAYOUTS["methods"].figures == ("ap_fg", "task_routing", "best_matrix")
+    for table in ("components", "losses", "generic"):
         assert LAYOUTS[table].figures == ("ap_fg", "best_matrix")
 
 

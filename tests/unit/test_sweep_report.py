@@ -222,9 +222,11 @@ def _grid_trial(
     seconds=None,
     params=None,
     aware: float | None = None,
+    run: dict | None = None,
 ) -> None:
     """A completed grid trial with val rows only; overrides are dotted run-config keys; ``seconds`` a list of
-    (train, eval) seconds for tasks 1 and 2; ``aware`` its final task-aware AP."""
+    (train, eval) seconds for tasks 1 and 2; ``aware`` its final task-aware AP; ``run`` more fields of the
+    runner's result.json."""
     d = exp / name
     (d / name).mkdir(parents=True)
     cfg: dict = {"seed": seed}
@@ -251,8 +253,8 @@ def _grid_trial(
     for row, (train_s, eval_s) in zip(rows, seconds or [], strict=False):
         row.update(train_time_s=train_s, eval_time_s=eval_s)
     (d / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    run = {"matrix": [[ap, None], [ap, ap]], **({"params": params} if params else {})}
-    (d / name / "result.json").write_text(json.dumps(run))
+    result = {"matrix": [[ap, None], [ap, ap]], **({"params": params} if params else {}), **(run or {})}
+    (d / name / "result.json").write_text(json.dumps(result))
 
 
 def _spec(exp: Path, table: str) -> None:
@@ -419,6 +421,7 @@ def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
     # mora - delo per seed: -4, -3, -5 (mean -4, s = 1, half 2.48: excludes 0)
     assert "## Paired differences vs `delo`" in md
     assert "| mora | -4.00 ± 2.48 † (n=3) | – | +1.00 ± 0.00 † (n=3) |" in md
+    assert "## Task routing" not in md and "task_routing.png" not in md  # no trial stored routing counts
 
 
 def test_a_trial_written_with_the_old_oracle_keys_is_summarized(tmp_path):
@@ -444,3 +447,65 @@ def test_a_trial_written_with_the_old_oracle_keys_is_summarized(tmp_path):
     )
     rows = list(csv.DictReader((exp / "results.csv").open()))
     assert [r["final_ap_task_aware"] for r in rows] == ["80.0", "82.0"]
+
+
+def test_methods_report_shows_the_task_routing_per_method(tmp_path, saved_figures):
+    """task_routing.png: one heatmap per method of its seed-summed routing counts, normalised per true task; the
+    results.md section gives each diagonal and its mean. Trials without the counts (older result files) are left
+    out, and a method without any is absent from both."""
+    exp = tmp_path / "methods"
+    _spec(exp, "methods")
+    data = {  # variant: (overrides, {seed: val routing counts, None for a result.json written before them})
+        "delo": ({"model.method": "delo"}, {0: [[8, 2], [1, 9]], 1: [[6, 4], [3, 7]]}),
+        "mora": ({"model.method": "mora"}, {0: [[4, 6], [0, 10]], 1: None}),
+        "lora": ({"model.variant": "delo_lora"}, {0: None, 1: None}),
+    }
+    n = 0
+    for variant, (over, by_seed) in data.items():
+        for seed, counts in by_seed.items():
+            run = {"task_routing": counts} if counts else {}
+            _grid_trial(
+                exp, f"{variant}_s{seed}_{n:05d}", {"variant": variant, **over}, seed, 70.0, 5.0, run=run
+            )
+            n += 1
+    paths = write_report(exp)
+    assert {"ap_fg.png", "best_matrix.png", "task_routing.png"} <= {p.name for p in paths}
+    md = (exp / "results.md").read_text()
+    assert "![task_routing.png](task_routing.png)" in md
+    section = md.split("## Task routing")[1].split("##")[0]
+    assert "| Method | own task ↑ | T1 | T2 | n |" in section
+    # delo: [[8, 2], [1, 9]] + [[6, 4], [3, 7]] = [[14, 6], [4, 16]] -> 70 % and 80 % on the diagonal, mean 75
+    assert "| DeLo (`delo`) | 75.00 | 70.00 | 80.00 | 2 |" in section
+    # mora: seed 1's result.json has no counts, so seed 0 alone: 40 % and 100 %, mean 70
+    assert "| MoRA (`mora`) | 70.00 | 40.00 | 100.00 | 1 |" in section
+    assert "DeLo-LoRA" not in section and "(val split)" in section
+    figure = _figures(paths, saved_figures)["task_routing.png"]
+    heatmaps = [ax for ax in figure.axes if ax.images]  # the colour bar's axes holds no image
+    assert [ax.get_title() for ax in heatmaps] == ["DeLo (n=2)", "MoRA (n=1)"]
+    cells = [ax.images[0].get_array().astype(float).filled(math.nan).tolist() for ax in heatmaps]
+    assert cells == [[[70.0, 30.0], [20.0, 80.0]], [[40.0, 60.0], [0.0, 100.0]]]
+    assert [[t.get_text() for t in ax.texts] for ax in heatmaps] == [
+        ["70.0", "30.0", "20.0", "80.0"],
+        ["40.0", "60.0", "0.0", "100.0"],
+    ]
+    assert [heatmaps[0].get_xlabel(), heatmaps[0].get_ylabel()] == ["inferred task", "true task"]
+    assert heatmaps[0].images[0].get_clim() == (0, 100)
+    title = figure.get_suptitle()
+    assert "(val split)" in title and "counts summed over each panel's n trials (seeds 0, 1)" in title
+
+
+def test_pooled_routing_reads_the_split_and_skips_trials_without_it():
+    from delo.sweep.records import TrialRecord, pooled_routing
+
+    def rec(routing, status="COMPLETED"):
+        return TrialRecord(name="t", status=status, routing=routing)
+
+    recs = [
+        rec({"val": [[1, 0], [0, 1]], "test": [[2, 1], [0, 3]]}),
+        rec({"val": [[3, 1], [1, 3]]}),  # no test counts
+        rec({}),  # a result.json written before routing counts
+        rec({"val": [[9, 9], [9, 9]]}, status="ERROR"),  # not completed
+    ]
+    assert pooled_routing(recs, "val") == ([[4, 1], [1, 4]], 2)
+    assert pooled_routing(recs, "test") == ([[2, 1], [0, 3]], 1)
+    assert pooled_routing(recs[2:], "val") == (None, 0)
