@@ -156,11 +156,11 @@ def test_rank_factor_report(tmp_path, saved_figures):
     assert failed["status"] == "ERROR" and "loss is NaN" in failed["error"]
     assert rows[0]["model.E"] == "16" and rows[0]["params_trainable"] == "128000"
     md = (exp / "results.md").read_text()
-    assert "| E | r | AP ↑ | FG ↓ | trainable | total | n | paper AP / FG |" in md
+    assert "| E | r | AP ↑ | FG ↓ | task-aware AP | trainable | total | n | paper AP / FG |" in md
     # test split (all completed trials stored test rows): 59, 61 -> mean 60, s = √2, 95 % CI half-width
     # t(0.975, 1) · s / √2 = 12.706
-    assert "| 16 | 2 | 60.00 ± 12.71 | 11.00 ± 0.00 | 0.13M | 1.48M | 2/2 | 63.78 / 11.20 |" in md
-    assert "| 16 | 4 | 69.00 | 11.00 | 0.13M | 1.48M | 1/2 |" in md
+    assert "| 16 | 2 | 60.00 ± 12.71 | 11.00 ± 0.00 | – | 0.13M | 1.48M | 2/2 | 63.78 / 11.20 |" in md
+    assert "| 16 | 4 | 69.00 | 11.00 | – | 0.13M | 1.48M | 1/2 |" in md
     assert (
         "## Failed trials" in md and "`E16-r4_s1_00003` (3 failure(s)): FloatingPointError: loss is NaN" in md
     )
@@ -304,7 +304,7 @@ def test_components_paired_differences_vs_delo(tmp_path):
     write_report(exp)
     md = (exp / "results.md").read_text()
     # delo: mean 72, s = 2, half-width t(0.975, 2) · 2 / √3 = 4.968
-    assert "| DeLo (E=16, r=4) | 72.00 ± 4.97 | 5.00 ± 0.00 | 3/3 | 67.42 / 9.41 |" in md
+    assert "| DeLo (E=16, r=4) | 72.00 ± 4.97 | 5.00 ± 0.00 | – | 3/3 | 67.42 / 9.41 |" in md
     assert "## Paired differences vs `delo`" in md
     # no_guide - delo per seed: AP -10, -9, -11 (mean -10, s = 1: half 4.3027 / √3 = 2.48, excludes 0);
     # FG +1, +2, +3 (mean 2, s = 1: 2 ± 2.48 contains 0, no marker)
@@ -337,7 +337,7 @@ def test_components_pair_against_delo_and_against_the_frozen_floor(tmp_path):
             )
     write_report(exp)
     md = (exp / "results.md").read_text()
-    assert "| Frozen ViLT (floor) | 51.00 ± 2.48 |" in md
+    assert "| Frozen ViLT (floor) | 51.00 ± 2.48 | 6.00 ± 0.00 | 59.00 ± 2.48 | 3/3 | – |" in md
     vs_delo, vs_floor = md.split("## Paired differences vs `delo`")[1].split(
         "## Paired differences vs `frozen`"
     )
