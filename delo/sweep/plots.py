@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from delo.atomic import atomic_write
-from delo.metric_keys import FINAL_AP, FINAL_FG
+from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG
 from delo.metrics import row_shares
 from delo.sweep.layouts import TableLayout
 from delo.sweep.records import (
@@ -37,7 +37,7 @@ from delo.sweep.records import (
 DPI = 100
 WIDTH_IN = 11.0
 """1,100 px wide at DPI: readable at a glance on a laptop screen and in a README."""
-AP_COLOUR, FG_COLOUR = "#3b6fb6", "#e08a2c"
+AP_COLOUR, FG_COLOUR, AWARE_COLOUR = "#3b6fb6", "#e08a2c", "#7a9fd4"
 
 
 def write_plots(records: list[TrialRecord], layout: TableLayout, exp: Path) -> list[Path]:
@@ -229,17 +229,18 @@ def _bar_chart(records: list[TrialRecord], split: str, top: int | None = None):
     for label, recs in groups(records).items():
         ap = _stats(recs, FINAL_AP, split)
         if ap[0] is not None:
-            rows.append((label, ap, _stats(recs, FINAL_FG, split)))
+            rows.append((label, ap, _stats(recs, FINAL_FG, split), _stats(recs, FINAL_AP_TASK_AWARE, split)))
     if top is not None:
         rows = sorted(rows, key=lambda row: -row[1][0])[:top]
     fig = _figure(5.5)
     ax = fig.add_subplot()
     x = np.arange(len(rows))
-    width = 0.38
-    for offset, which, colour, name in (
-        (-width / 2, 1, AP_COLOUR, "AP ↑"),
-        (width / 2, 2, FG_COLOUR, "FG ↓"),
-    ):
+    series = [(1, AP_COLOUR, "AP ↑"), (2, FG_COLOUR, "FG ↓")]
+    if any(row[3][0] is not None for row in rows):  # the task given: what the adaptation reaches on its own
+        series.insert(1, (3, AWARE_COLOUR, "task-aware AP ↑"))
+    width = 0.76 / len(series)
+    for k, (which, colour, name) in enumerate(series):
+        offset = (k - (len(series) - 1) / 2) * width
         means = [row[which][0] or 0.0 for row in rows]
         halves = [row[which][1] or 0.0 for row in rows]
         bars = ax.bar(x + offset, means, width, yerr=halves if any(halves) else None, capsize=5, color=colour,
@@ -250,10 +251,13 @@ def _bar_chart(records: list[TrialRecord], split: str, top: int | None = None):
                   ha="right" if crowded else "center", fontsize=9 if crowded else 10)  # fmt: skip
     ax.set_ylabel(f"final metric (%, {split} split)")
     ax.set_xlabel("trial group (variant / axis point)")
-    ax.set_ylim(0, max([100.0] + [(r[1][0] or 0) + (r[1][1] or 0) for r in rows]) * 1.08)
+    ax.set_ylim(
+        0, max([100.0] + [(r[w][0] or 0) + (r[w][1] or 0) for r in rows for w, _, _ in series]) * 1.08
+    )
     ax.legend(loc="upper right")
     note = "error bars: 95 % CI (Student t; none with one seed)"
-    ax.set_title(f"Final AP and FG per trial group ({split} split), {seeds_text(records)}; {note}")
+    shown = "AP, task-aware AP and FG" if len(series) == 3 else "AP and FG"
+    ax.set_title(f"Final {shown} per trial group ({split} split), {seeds_text(records)}\n{note}")
     return fig
 
 

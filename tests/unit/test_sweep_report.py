@@ -314,7 +314,7 @@ def test_components_paired_differences_vs_delo(tmp_path):
     assert "| delo |" not in md.split("## Paired differences")[1]
 
 
-def test_components_pair_against_delo_and_against_the_frozen_floor(tmp_path):
+def test_components_pair_against_delo_and_against_the_frozen_floor(tmp_path, saved_figures):
     """With a frozen row in the grid the report pairs every row against DeLo (what a component costs) and then
     against the floor (what each row's adaptation adds), in task-agnostic AP, task-aware AP and FG."""
     exp = tmp_path / "components"
@@ -347,6 +347,12 @@ def test_components_pair_against_delo_and_against_the_frozen_floor(tmp_path):
     # delo - frozen: AP +10, +11, +9 (mean 10, s 1: ± 2.48 †); task-aware +12, +13, +12 (s 0.577: ± 1.43 †)
     assert "| delo | +10.00 ± 2.48 † (n=3) | +12.33 ± 1.43 † (n=3) | +2.00 ± 2.48 (n=3) |" in vs_floor
     assert "| frozen |" not in vs_floor
+    # with task-aware rows the bar chart draws a third series between AP and FG
+    saved_figures.clear()  # the figures of the report above
+    bars = _figures(write_report(exp), saved_figures)["ap_fg.png"].axes[0]
+    assert [c.get_label() for c in bars.containers] == ["AP ↑", "task-aware AP ↑", "FG ↓"]
+    ap, aware, fg = ([round(b.get_height(), 2) for b in c] for c in bars.containers)
+    assert (ap, aware, fg) == ([61.0, 51.0, 56.0], [71.33, 59.0, 67.33], [8.0, 6.0, 9.0])
 
 
 def test_paired_difference_pairs_by_seed_and_needs_two_pairs():
