@@ -21,6 +21,9 @@ from delo.metric_keys import AP_SEEN, FINAL_AP, PARAMS_TOTAL, PARAMS_TRAINABLE, 
 from delo.sweep.experiment import RUNNER_CHECKPOINTS, RUNNER_RESULT, write_trial_info
 from delo.sweep.grid import TRIAL_KEY, TrialSpec, trial_of
 
+THREAD_HANDOVER_S = 60
+"""How long a reused trial process waits for the previous trial's thread to end (see run_trial)."""
+
 RunFn = Callable[[RunConfig, Path, Callable[[dict, Path], None]], dict]
 """``delo.train.run_continual``'s contract; tests pass a fake runner."""
 
@@ -44,6 +47,11 @@ def run_trial(
     trial = trial_of(config)
     cfg = trial.run_config(base)
     _limit_compute(resources)
+    # The driver reuses a finished trial's process for the next trial (reuse_actors, ray-tune.md §7). Before the
+    # handover Tune waits TUNE_FUNCTION_THREAD_TIMEOUT_S (read in this process, default 2 s) for the old trial's
+    # thread to end (a stopped trial closes its TensorBoard files first), and on a timeout it fails the *next*
+    # trial without a retry; a loaded machine can take longer than 2 s.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_HANDOVER_S))
     _restore_checkpoint(tune.get_checkpoint(), out_dir)
     info = _trial_info(trial, config, cfg, tune.get_context().get_trial_id())
     write_trial_info(trial_dir, {**info, "out_dir": out_dir.name})
