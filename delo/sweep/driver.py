@@ -18,9 +18,10 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import JsonLoggerCallback
 
 from delo import provenance
+from delo.atomic import remove_temp_files
 from delo.config import ConfigError
 from delo.folderlock import FolderLock, remove_if_only_lock
 from delo.sweep.experiment import (
@@ -36,8 +37,8 @@ from delo.sweep.experiment import (
     unfinished_count,
 )
 from delo.sweep.grid import TRIAL_KEY, trial_of
-from delo.sweep.progress import SweepProgress
-from delo.sweep.ray_state import ray_temp_root, repair_ray_state
+from delo.sweep.progress import ProgressCsv, SweepProgress
+from delo.sweep.ray_state import align_trials_with_state, ray_temp_root, repair_ray_state
 from delo.sweep.report import write_report
 from delo.sweep.search import TUNE_METRIC
 from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
@@ -102,7 +103,7 @@ def build_tuner(
         storage_path=str(sweep.storage),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), progress, *callbacks],
+        callbacks=[ProgressCsv(), JsonLoggerCallback(), progress, *callbacks],
         verbose=0,
     )
     return tune.Tuner(
@@ -324,6 +325,9 @@ def _launch(
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+            # trial folders ahead of that state (a driver killed between two snapshots)
+            align_trials_with_state(exp, ray_temp_root())
+            remove_temp_files(exp)  # the killed driver's files in the making (this driver holds the lock)
         if resume and not restoring:
             print(
                 f"{exp}: no Tune state yet (interrupted before the first snapshot); starting the sweep afresh"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback
 
 from delo.metric_keys import AP_SEEN, FINAL_AP, FINAL_FG, TASK, test_key
 from delo.sweep.experiment import Status, ended_status, error_reason, write_status
@@ -133,6 +135,24 @@ class SweepProgress(tune.Callback):
 
     def _say(self, text: str) -> None:
         print(f"[sweep {self.name}] {text}", flush=True)
+
+
+class ProgressCsv(CSVLoggerCallback):
+    """Tune's ``progress.csv`` writer, keeping the header of a file it continues.
+
+    Ray 2.60's writer takes its columns from the first result after a trial (re)starts and, when the file
+    already exists, writes no header: a trial resumed just before its last task (whose report adds the final_*
+    columns) got rows shifted under the old header. The columns of a continued file are now its header's."""
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
+        if self._trial_csv[trial] is None and self._trial_continue[trial]:
+            with (Path(trial.local_path) / "progress.csv").open(newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+        super().log_trial_result(iteration, trial, result)
 
 
 def _trial_name(trial: Trial) -> str:

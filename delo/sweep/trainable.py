@@ -16,6 +16,7 @@ from typing import Any
 
 from ray import tune
 
+from delo.atomic import remove_temp_files
 from delo.config import RunConfig
 from delo.metric_keys import AP_SEEN, FINAL_AP, PARAMS_TOTAL, PARAMS_TRAINABLE, TASK
 from delo.sweep.experiment import RUNNER_CHECKPOINTS, RUNNER_RESULT, write_trial_info
@@ -53,6 +54,7 @@ def run_trial(
     # trial without a retry; a loaded machine can take longer than 2 s.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_HANDOVER_S))
     _restore_checkpoint(tune.get_checkpoint(), out_dir)
+    remove_temp_files(trial_dir)  # a killed attempt's trial.json in the making (the trial owns its folder)
     info = _trial_info(trial, config, cfg, tune.get_context().get_trial_id())
     write_trial_info(trial_dir, {**info, "out_dir": out_dir.name})
     if run_fn is None:

@@ -29,3 +29,30 @@ def test_denominator_is_the_grid_size_or_a_question_mark(tmp_path, capsys):
     assert yaml.safe_load((tmp_path / "trial_status.yaml").read_text())["total_trials"] == 18
     SweepProgress("s", str(tmp_path), 3, None, interval_s=0).on_step_end(1, trials)
     assert "done 1/? |" in capsys.readouterr().out
+
+
+class _CsvTrial:
+    """What Tune's CSV logger reads of a trial (hashable: it keys its open files by trial)."""
+
+    def __init__(self, folder):
+        self.local_path, self.checkpoint = str(folder), None
+
+    def init_local_path(self):
+        pass
+
+
+def test_a_continued_progress_csv_keeps_its_header(tmp_path):
+    """A trial resumed just before its last task: the first row after the restart has the final_* columns too,
+    and goes under the file's own header (Ray's writer shifted it under its own columns)."""
+    import csv
+
+    from delo.sweep.progress import ProgressCsv
+
+    (tmp_path / "progress.csv").write_text("task,ap_seen\n1,50.0\n2,49.0\n")
+    ProgressCsv().log_trial_result(1, _CsvTrial(tmp_path), {"task": 3, "ap_seen": 48.0, "final_ap": 48.0})
+    rows = list(csv.reader((tmp_path / "progress.csv").open()))
+    assert rows == [["task", "ap_seen"], ["1", "50.0"], ["2", "49.0"], ["3", "48.0"]]
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    ProgressCsv().log_trial_result(1, _CsvTrial(fresh), {"task": 1, "ap_seen": 50.0})
+    assert (fresh / "progress.csv").read_text().splitlines() == ["task,ap_seen", "1,50.0"]
