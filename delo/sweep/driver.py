@@ -87,11 +87,12 @@ def build_tuner(
         tune_config = tune.TuneConfig(num_samples=1, **common)
     else:
         relax_metric_check(sweep)
+        searcher = searcher or make_searcher(sweep, storage=study_storage(sweep))
         tune_config = tune.TuneConfig(
             metric=TUNE_METRIC,
             mode=spec.search.mode,
-            search_alg=searcher or make_searcher(sweep, storage=study_storage(sweep)),
-            scheduler=make_scheduler(sweep),
+            search_alg=searcher,
+            scheduler=make_scheduler(sweep, searcher),
             num_samples=spec.search.num_samples,
             **common,
         )
