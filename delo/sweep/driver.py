@@ -37,10 +37,10 @@ from delo.sweep.experiment import (
     unfinished_count,
 )
 from delo.sweep.grid import TRIAL_KEY, trial_of
-from delo.sweep.progress import ProgressCsv, SweepProgress
+from delo.sweep.progress import ProgressCsv, RungLog, SweepProgress
 from delo.sweep.ray_state import align_trials_with_state, ray_temp_root, repair_ray_state
 from delo.sweep.report import write_report
-from delo.sweep.search import TUNE_METRIC
+from delo.sweep.search import TUNE_METRIC, asha_reduction_factor, asha_rungs
 from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
 from delo.sweep.spec import Sweep, load_sweep
 from delo.sweep.trainable import RunFn, make_trainable
@@ -99,12 +99,18 @@ def build_tuner(
     progress = SweepProgress(
         spec.name, str(sweep.experiment_dir), sweep.num_tasks, sweep.total_trials, progress_interval_s
     )
+    own = [ProgressCsv(), JsonLoggerCallback(), progress]
+    if spec.search is not None and spec.search.scheduler.type != "none":
+        sched = spec.search.scheduler
+        rf = asha_reduction_factor(sweep.num_tasks, sched.reduction_factor)
+        rungs = asha_rungs(sweep.num_tasks, sched.grace_period, rf)
+        own.append(RungLog(str(sweep.experiment_dir), rungs, TUNE_METRIC, sweep.num_tasks))
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=str(sweep.storage),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-        callbacks=[ProgressCsv(), JsonLoggerCallback(), progress, *callbacks],
+        callbacks=[*own, *callbacks],
         verbose=0,
     )
     return tune.Tuner(

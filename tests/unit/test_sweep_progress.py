@@ -31,6 +31,23 @@ def test_denominator_is_the_grid_size_or_a_question_mark(tmp_path, capsys):
     assert "done 1/? |" in capsys.readouterr().out
 
 
+def test_rung_log_keeps_the_order_the_scheduler_saw_and_its_stops(tmp_path):
+    from delo.sweep.experiment import read_rung_log
+    from delo.sweep.progress import RungLog
+
+    log = RungLog(str(tmp_path / "elsewhere"), rungs=[1, 2, 4], metric="ap_seen", num_tasks=4)
+    a, b = _trial(tmp_path, "a", "RUNNING"), _trial(tmp_path, "b", "RUNNING")
+    for trial, task, ap, done in ((a, 1, 60.0, False), (b, 1, 40.0, True), (a, 2, 61.0, False), (a, 3, 62.0, False),
+                                  (a, 4, 63.0, True)):  # fmt: skip
+        log.on_trial_result(1, [a, b], trial, {"task": task, "ap_seen": ap, "done": done})
+    # only rungs below the last task (a rung at 4 of 4 decides nothing); the folder the trials live in
+    assert read_rung_log(tmp_path) == [
+        {"trial": "a", "task": 1, "value": 60.0, "stop": False},
+        {"trial": "b", "task": 1, "value": 40.0, "stop": True},
+        {"trial": "a", "task": 2, "value": 61.0, "stop": False},
+    ]
+
+
 class _CsvTrial:
     """What Tune's CSV logger reads of a trial (hashable: it keys its open files by trial)."""
 

@@ -432,3 +432,36 @@ def test_study_aware_asha_repeats_the_studys_outcome_and_decides_the_rest():
     ]  # pruned at task 2 by the killed driver's ASHA, whatever it reports
     assert stops("c", 0.0) == [5]  # completed before: never stopped early
     assert stops("laggard", 0.0) == [2, 4, 5]  # an open trial: ASHA's own rule
+
+
+@pytest.mark.parametrize("seed,mode", [(0, "max"), (1, "max"), (2, "min"), (3, "max")])
+def test_asha_replay_stops_the_trials_rays_asha_stops(seed, mode):
+    """ASHA's rule replayed on results in the order a scheduler saw them (delo.sweep.search.asha_replay, the ASHA
+    drill's check) stops the same trials at the same rungs as Ray's own ASHA: random values, about four trials
+    interleaved as concurrent trials are, rungs at tasks 1, 2 and 4 of 5."""
+    import random
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from delo.sweep.search import asha_replay
+
+    rng = random.Random(seed)
+    sched = ASHAScheduler(time_attr="task", max_t=5, grace_period=1, reduction_factor=2, brackets=1)
+    sched.set_search_properties("ap_seen", mode)
+    live = [SimpleNamespace(trial_id=f"t{i}", task=1) for i in range(24)]
+    for trial in live:
+        sched.on_trial_add(None, trial)
+    arrivals, stopped = [], {}
+    while live:
+        trial = rng.choice(live[:4])
+        ap = rng.uniform(0, 100)
+        arrivals.append((trial.trial_id, trial.task, ap))
+        action = sched.on_trial_result(None, trial, {"task": trial.task, "ap_seen": ap})
+        if action == TrialScheduler.STOP:
+            live.remove(trial)
+            if trial.task < 5:
+                stopped.setdefault(trial.task, []).append(trial.trial_id)
+        trial.task += 1
+    replayed = {rung: trials for rung, trials in asha_replay(arrivals, 5, 1, 2, mode).items() if trials}
+    assert replayed == stopped and sum(map(len, stopped.values())) >= 10
