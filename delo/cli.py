@@ -264,6 +264,14 @@ def drill(argv: list[str] | None = None) -> int:
         )
         parser.add_argument("--out", type=Path, help="write the summary as JSON")
     args = p.parse_args(argv)
+    small = {"--trials": getattr(args, "trials", 2), "--samples": getattr(args, "samples", 2),
+             "--kills": getattr(args, "kills", 1)}  # fmt: skip
+    wrong = [f"{flag} {value}" for flag, value in small.items() if value < (1 if flag == "--kills" else 2)]
+    if wrong:
+        print(
+            f"error: {', '.join(wrong)}: a drill needs 2 trials or more and 1 kill or more", file=sys.stderr
+        )
+        return 2
 
     from delo.atomic import atomic_write_json
     from delo.tools import drill as drills
