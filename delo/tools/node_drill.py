@@ -32,6 +32,10 @@ from delo.tools.drill import (
     write_spec,
 )
 
+HOLD_GUARD_S = 600.0
+"""A guard, not a measurement: the survivor is let go even if the newcomer never got a trial (then the drill
+reports that), so that a sweep with nothing left for the newcomer cannot wait on a held process forever."""
+
 
 class _Placement(threading.Thread):
     """Records the node of every trial worker process while it lives (pid -> node), and removes node
@@ -50,6 +54,7 @@ class _Placement(threading.Thread):
         self.node_of_pid: dict[int, str] = {}
         self.removed_during: tuple[str, int] | None = None  # (trial, its last task reported) at the removal
         self.held: list[int] = []  # the survivor's trial processes, until the newcomer runs one
+        self.held_since = 0.0
         self.error: BaseException | None = None
         self.done = threading.Event()
 
@@ -61,7 +66,9 @@ class _Placement(threading.Thread):
                         self.node_of_pid[pid] = node
                 if self.removed_during is None:
                     self._maybe_remove()
-                elif self.held and self.newcomer in self.node_of_pid.values():
+                elif self.held and (
+                    self.newcomer in self.node_of_pid.values() or time.time() > self.held_since + HOLD_GUARD_S
+                ):
                     self._let_go()
                 time.sleep(0.2)
         except BaseException as exc:  # surfaced by the drill
@@ -76,26 +83,42 @@ class _Placement(threading.Thread):
         self.held = []
 
     def _maybe_remove(self) -> None:
-        for path in self.exp.glob(f"*/{TUNE_RESULT}"):
+        if self._candidate() is None:
+            return
+        os.kill(
+            self.driver, signal.SIGSTOP
+        )  # no result is handled now: the rows read next are the driver's own
+        try:
+            candidate = self._candidate()
+            if candidate is None:
+                return  # it finished meanwhile: look again
+            self.cluster.remove_node(self.doomed)
+            self.removed_during = candidate
+            self.cluster.add_node(self.newcomer, 1)
+            self.held = [p for p in self.cluster.trial_workers() if self.cluster.node_of(p)]
+            self.held_since = time.time()
+            for pid in self.held:
+                os.kill(pid, signal.SIGSTOP)
+        finally:
+            os.kill(self.driver, signal.SIGCONT)
+
+    def _candidate(self) -> tuple[str, int] | None:
+        """(trial, its last task) of a trial on the doomed node with tasks to go and its process alive, read
+        from the driver's staging copy of Tune's rows (the experiment folder's copy is synced later)."""
+        staged = self.cluster.root.glob(
+            f"*/session_*/artifacts/*/{self.exp.name}/driver_artifacts/*/{TUNE_RESULT}"
+        )
+        for path in sorted({p.resolve() for p in staged}):
             lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
             try:
                 last = json.loads(lines[-1]) if lines else None
-            except ValueError:
+            except ValueError:  # being written
                 continue
             on_doomed = last is not None and self.node_of_pid.get(last["pid"]) == self.doomed.name
             # still at it (its process alive, tasks to go): resuming it elsewhere is the point
             if on_doomed and last["task"] < self.T and last["pid"] in self.cluster.trial_workers():
-                os.kill(self.driver, signal.SIGSTOP)
-                try:
-                    self.cluster.remove_node(self.doomed)
-                    self.removed_during = (path.parent.name, last["task"])
-                    self.cluster.add_node(self.newcomer, 1)
-                    self.held = [p for p in self.cluster.trial_workers() if self.cluster.node_of(p)]
-                    for pid in self.held:
-                        os.kill(pid, signal.SIGSTOP)
-                finally:
-                    os.kill(self.driver, signal.SIGCONT)
-                return
+                return path.parent.name, last["task"]
+        return None
 
 
 def nodes(
