@@ -18,7 +18,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
     """Call ``write(fh)`` on a fresh temp file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         # mkstemp creates 0600 whatever the umask; a plain open() would give 0666 & ~umask, which is what a
         # colleague or a dashboard under another user on shared storage needs to read results
@@ -31,6 +31,27 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], *, binary: 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+"""A temp file is ``.<target name>.<random>.tmp`` beside its target."""
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temp files a killed writer left in ``folder`` (not below it); returns them. Only the folder's
+    one writer may call this (a live writer's temp file would vanish under it): a run for its own folder as it
+    starts, a sweep driver for its experiment folder under its lock."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    left = sorted(
+        p
+        for p in folder.iterdir()
+        if p.name.startswith(TEMP_PREFIX) and p.name.endswith(TEMP_SUFFIX) and p.is_file()
+    )
+    for path in left:
+        path.unlink(missing_ok=True)
+    return left
 
 
 def current_umask() -> int:

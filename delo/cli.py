@@ -1,5 +1,6 @@
 """The command-line tools: ``delo-train``, ``delo-sweep``, ``delo-summarize`` and ``delo-bench`` (console scripts
-in pyproject.toml) and ``launch/{train,sweep,summarize,bench}.py``, which are thin shims over these functions.
+in pyproject.toml) and ``launch/{train,sweep,summarize,bench}.py``, which are thin shims over these functions;
+``launch/drill.py`` calls :func:`drill`.
 
 Each ``main`` takes ``argv`` (None: the process's arguments) and returns the exit status: 2 for bad input
 before anything runs. Heavy imports happen after argument parsing, so ``--help`` is instant.
@@ -230,3 +231,59 @@ def bench(argv: list[str] | None = None) -> int:
         print(f"error: figures failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def drill(argv: list[str] | None = None) -> int:
+    """Run a drill at cluster scale on this machine (delo/tools/drill.py): launch/drill.py chaos|nodes|asha.
+
+    chaos: trial workers and the driver SIGKILLed under a grid (or --search), the driver resumed with --resume;
+    nodes: a worker node removed mid-sweep and a new one joining; asha: ASHA's rung decisions on a search. Each
+    prints a summary (kills, trials, equality with undisturbed runs) and exits 0 when every check passed, 1 when
+    some failed (listed).
+    """
+    p = argparse.ArgumentParser(description=drill.__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="drill", required=True)
+    c = sub.add_parser("chaos", help="kill trial workers and the driver under a sweep")
+    c.add_argument("--trials", type=int, default=16)
+    c.add_argument(
+        "--kills", type=int, default=6, help="trial workers to kill (the driver dies once besides)"
+    )
+    c.add_argument("--interval", type=float, default=3.0, help="mean seconds between kills")
+    c.add_argument("--search", action="store_true", help="an Optuna + ASHA search instead of a grid")
+    c.add_argument("--seed", type=int, default=0)
+    n = sub.add_parser("nodes", help="a worker node leaves mid-sweep and a new one joins")
+    n.add_argument("--trials", type=int, default=8)
+    a = sub.add_parser("asha", help="ASHA's rung decisions and the best trial on a large search")
+    a.add_argument("--samples", type=int, default=64)
+    a.add_argument("--tasks", type=int, default=5)
+    a.add_argument("--grace", type=int, default=1)
+    a.add_argument("--seed", type=int, default=0)
+    for parser in (c, n, a):
+        parser.add_argument(
+            "--workdir", type=Path, help="keep the sweeps here (default: a temp dir, removed)"
+        )
+        parser.add_argument("--out", type=Path, help="write the summary as JSON")
+    args = p.parse_args(argv)
+    small = {"--trials": getattr(args, "trials", 2), "--samples": getattr(args, "samples", 2),
+             "--kills": getattr(args, "kills", 1)}  # fmt: skip
+    wrong = [f"{flag} {value}" for flag, value in small.items() if value < (1 if flag == "--kills" else 2)]
+    if wrong:
+        print(
+            f"error: {', '.join(wrong)}: a drill needs 2 trials or more and 1 kill or more", file=sys.stderr
+        )
+        return 2
+
+    from delo.atomic import atomic_write_json
+    from delo.tools import drill as drills
+    from delo.tools.node_drill import nodes
+
+    if args.drill == "chaos":
+        summary = drills.chaos(args.trials, args.kills, args.seed, args.interval, args.search, args.workdir)
+    elif args.drill == "nodes":
+        summary = nodes(args.trials, args.workdir)
+    else:
+        summary = drills.asha(args.samples, args.tasks, args.grace, args.seed, args.workdir)
+    print(drills.summary_text(summary))
+    if args.out:
+        atomic_write_json(args.out, summary, indent=2, sort_keys=False)
+    return 0 if summary["ok"] else 1

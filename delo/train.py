@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from delo import checkpoint, provenance, runtime
-from delo.atomic import atomic_write_json
+from delo.atomic import atomic_write_json, remove_temp_files
 from delo.config import DamagedFileError, RunConfig
 from delo.evaluate import ResultBook, Reuse, evaluate_task
 from delo.methods.base import RoutingDiagnostics
@@ -192,6 +192,11 @@ class _Run:
 
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.ckpt_dir = checkpoint.checkpoint_dir(self.out_dir)
+        for folder in (
+            self.out_dir,
+            self.ckpt_dir,
+        ):  # this run is the folder's one writer (a killed one's leftovers)
+            remove_temp_files(folder)
         self.started = time.perf_counter()
         self.provenance = provenance.collect()  # which code, libraries, machine and command
         self.threads = runtime.set_threads(cfg.train.threads)

@@ -18,9 +18,10 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import JsonLoggerCallback
 
 from delo import provenance
+from delo.atomic import remove_temp_files
 from delo.config import ConfigError
 from delo.folderlock import FolderLock, remove_if_only_lock
 from delo.sweep.experiment import (
@@ -36,10 +37,10 @@ from delo.sweep.experiment import (
     unfinished_count,
 )
 from delo.sweep.grid import TRIAL_KEY, trial_of
-from delo.sweep.progress import SweepProgress
-from delo.sweep.ray_state import ray_temp_root, repair_ray_state
+from delo.sweep.progress import ProgressCsv, RungLog, SweepProgress
+from delo.sweep.ray_state import align_trials_with_state, ray_temp_root, repair_ray_state
 from delo.sweep.report import write_report
-from delo.sweep.search import TUNE_METRIC
+from delo.sweep.search import TUNE_METRIC, asha_reduction_factor, asha_rungs
 from delo.sweep.searcher import PrunedAwareOptunaSearch, make_scheduler, make_searcher, study_storage
 from delo.sweep.spec import Sweep, load_sweep
 from delo.sweep.trainable import RunFn, make_trainable
@@ -75,28 +76,41 @@ def build_tuner(
     """A fresh Tuner for the sweep. ``callbacks`` run after the project's own (tests add probes there);
     ``searcher`` replaces :func:`make_searcher`'s (a caller that keeps it can read its study afterwards)."""
     spec = sweep.spec
-    common = {"max_concurrent_trials": spec.max_concurrent, "trial_dirname_creator": _dirname}
+    # reuse_actors: a trial slot's worker process runs the next trial instead of a fresh process per trial
+    # (Ray's worker start and the trial's imports, torch and transformers, cost seconds; ray-tune.md §7)
+    common = {
+        "max_concurrent_trials": spec.max_concurrent,
+        "trial_dirname_creator": _dirname,
+        "reuse_actors": True,
+    }
     if spec.grid is not None:
         tune_config = tune.TuneConfig(num_samples=1, **common)
     else:
         relax_metric_check(sweep)
+        searcher = searcher or make_searcher(sweep, storage=study_storage(sweep))
         tune_config = tune.TuneConfig(
             metric=TUNE_METRIC,
             mode=spec.search.mode,
-            search_alg=searcher or make_searcher(sweep, storage=study_storage(sweep)),
-            scheduler=make_scheduler(sweep),
+            search_alg=searcher,
+            scheduler=make_scheduler(sweep, searcher),
             num_samples=spec.search.num_samples,
             **common,
         )
     progress = SweepProgress(
         spec.name, str(sweep.experiment_dir), sweep.num_tasks, sweep.total_trials, progress_interval_s
     )
+    own = [ProgressCsv(), JsonLoggerCallback(), progress]
+    if spec.search is not None and spec.search.scheduler.type != "none":
+        sched = spec.search.scheduler
+        rf = asha_reduction_factor(sweep.num_tasks, sched.reduction_factor)
+        rungs = asha_rungs(sweep.num_tasks, sched.grace_period, rf)
+        own.append(RungLog(str(sweep.experiment_dir), rungs, TUNE_METRIC, sweep.num_tasks))
     run_config = tune.RunConfig(
         name=spec.name,
         storage_path=str(sweep.storage),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), progress, *callbacks],
+        callbacks=[*own, *callbacks],
         verbose=0,
     )
     return tune.Tuner(
@@ -318,6 +332,9 @@ def _launch(
             except ConfigError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+            # trial folders ahead of that state (a driver killed between two snapshots)
+            align_trials_with_state(exp, ray_temp_root())
+            remove_temp_files(exp)  # the killed driver's files in the making (this driver holds the lock)
         if resume and not restoring:
             print(
                 f"{exp}: no Tune state yet (interrupted before the first snapshot); starting the sweep afresh"

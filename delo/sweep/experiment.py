@@ -9,6 +9,7 @@ An experiment folder ``<storage>/<spec name>/`` holds::
     results.csv, results.md, *.png       the report (driver at the end, or launch/summarize.py)
     optuna_study.db                      a search's Optuna study (SQLite, study name = spec name; the driver
                                          writes it, optuna-dashboard and optuna.load_study read it)
+    asha_rungs.jsonl                     a search's results at ASHA's rungs, in the order its scheduler saw them
     <trial folder>/                      one per trial, named <label>_s<seed>_<trial id>:
         trial.json                       label, variant, seed, overrides, full config (trainable)
         result.json, error.txt           Tune's per-report JSON lines and failure log
@@ -45,6 +46,9 @@ TUNER_FILE = "tuner.pkl"
 RUNNER_CHECKPOINTS = "checkpoints"
 """= delo.checkpoint.CHECKPOINT_DIRNAME (not imported: that module loads torch, 2 s per trial process)."""
 OPTUNA_DB = "optuna_study.db"
+RUNG_LOG = "asha_rungs.jsonl"
+"""One JSON line per result at an ASHA rung (trial folder, task, metric, stopped), appended by the driver (not
+.json: Tune copies the experiment root's .json files back and forth on restore)."""
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 RESULTS_TEX = "results.tex"
@@ -94,6 +98,19 @@ def trial_dirname(label: str, seed: int, trial_id: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9.\-]+", "", label.replace("_", "-").replace(",", "-"))
     safe = safe.replace("=", "")[:48] or "trial"
     return f"{safe}_s{seed}_{trial_id}"
+
+
+def read_rung_log(exp_dir: str | Path) -> list[dict[str, Any]]:
+    """The rung log's lines in order ([] when absent); a line cut short by a killed driver is left out."""
+    path = Path(exp_dir) / RUNG_LOG
+    rows = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
 
 
 def write_trial_info(trial_dir: Path, info: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from delo.methods.registry import METHODS
-from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG, test_key
+from delo.metric_keys import FINAL_AP, FINAL_AP_TASK_AWARE, FINAL_FG, TASK, test_key
 from delo.sweep.experiment import Status
 from delo.sweep.records import (
     TrialRecord,
@@ -348,9 +348,15 @@ class Search(TableLayout):
                 f"| {i} | `{r.name}` | {vals} | {fmt_num(r.last.get(FINAL_AP))} | {fmt_num(r.last.get(FINAL_FG))} "
                 f"| {fmt_num(r.last.get(test_ap))} | {fmt_num(r.last.get(test_fg))} |"
             )
-        stopped = sum(r.status == Status.STOPPED for r in records)
+        stopped = sorted(r.last.get(TASK) or 0 for r in records if r.status == Status.STOPPED)
+        at = ", ".join(f"{stopped.count(t)} at task {t}" for t in sorted(set(stopped)))
         best = best_trial(records)
-        out += ["", f"{len(done)} completed, {stopped} stopped early by ASHA (told to Optuna as PRUNED)."]
+        out += [
+            "",
+            f"{len(done)} completed, {len(stopped)} stopped early by ASHA"
+            + (f" ({at})" if at else "")
+            + " (told to Optuna as PRUNED).",
+        ]
         if best is not None:
             sets = ", ".join(f"{k}={short_value(v)}" for k, v in best.overrides.items())
             out += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -9,9 +10,10 @@ from typing import Any
 
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.logger import CSVLoggerCallback
 
 from delo.metric_keys import AP_SEEN, FINAL_AP, FINAL_FG, TASK, test_key
-from delo.sweep.experiment import Status, ended_status, error_reason, write_status
+from delo.sweep.experiment import RUNG_LOG, Status, ended_status, error_reason, write_status
 
 
 class SweepProgress(tune.Callback):
@@ -133,6 +135,50 @@ class SweepProgress(tune.Callback):
 
     def _say(self, text: str) -> None:
         print(f"[sweep {self.name}] {text}", flush=True)
+
+
+class RungLog(tune.Callback):
+    """Appends every result at one of ASHA's rungs (below the last task) to ``asha_rungs.jsonl`` in the order the
+    driver handled them: trial folder, task, the metric ASHA compares, and whether it stopped the trial there.
+
+    ASHA compares a result with the values recorded at its rung *before* it, so its decisions can be recomputed
+    (``delo.sweep.search.asha_replay``) only from this order, which no trial file keeps. Tune calls the scheduler
+    first and then the callbacks with the same result, marked ``done`` when the scheduler stopped the trial."""
+
+    def __init__(self, exp_dir: str, rungs: list[int], metric: str, num_tasks: int):
+        self.exp_dir = exp_dir
+        self.rungs = [r for r in rungs if r < num_tasks]  # a rung at the last task decides nothing
+        self.metric = metric
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get(TASK) not in self.rungs:
+            return
+        path = next((t.path for t in trials if t.path), None)  # follows a restore from another --storage
+        exp_dir = Path(path).parent if path else Path(self.exp_dir)
+        line = {"trial": _trial_name(trial), "task": result[TASK], "value": result.get(self.metric),
+                "stop": bool(result.get("done"))}  # fmt: skip
+        with (exp_dir / RUNG_LOG).open(
+            "a"
+        ) as fh:  # one short line per write: appended whole, or cut at the end
+            fh.write(json.dumps(line) + "\n")
+
+
+class ProgressCsv(CSVLoggerCallback):
+    """Tune's ``progress.csv`` writer, keeping the header of a file it continues.
+
+    Ray 2.60's writer takes its columns from the first result after a trial (re)starts and, when the file
+    already exists, writes no header: a trial resumed just before its last task (whose report adds the final_*
+    columns) got rows shifted under the old header. The columns of a continued file are now its header's."""
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
+        if trial not in self._trial_files:
+            self._setup_trial(trial)
+        if self._trial_csv[trial] is None and self._trial_continue[trial]:
+            with (Path(trial.local_path) / "progress.csv").open(newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self._trial_csv[trial] = csv.DictWriter(self._trial_files[trial], header)
+        super().log_trial_result(iteration, trial, result)
 
 
 def _trial_name(trial: Trial) -> str:

@@ -448,3 +448,33 @@ def asha_rungs(max_t: int, grace: int, rf: float) -> list[int]:
     bracket counts them; a rung can fall on max_t itself, where it decides nothing)."""
     count = int(math.log(max_t / grace) / math.log(rf) + 1)
     return [int(grace * rf**k) for k in range(count)]
+
+
+def asha_replay(
+    arrivals: list[tuple[str, int, float]], max_t: int, grace: int, rf: float, mode: str = "max"
+) -> dict[int, list[str]]:
+    """The trials ASHA stops at each rung below ``max_t``, recomputed from ``arrivals``: (trial, task, metric)
+    in the order the driver's scheduler saw the results (``asha_rungs.jsonl``, :class:`delo.sweep.progress.RungLog`).
+
+    Ray's rule (one bracket, ``stop_last_trials``): a result at task t is compared at the highest rung r <= t the
+    trial has not been recorded at yet; it stops the trial when it is below the (1 - 1/rf) quantile (linear
+    interpolation) of the values recorded at r before it, and is then recorded there. A result at max_t ends the
+    trial anyway. A trial seen again at a rung (a retry from an older checkpoint) is not decided twice."""
+    import numpy as np
+
+    rungs = sorted((r for r in asha_rungs(max_t, grace, rf) if r < max_t), reverse=True)
+    recorded: dict[int, dict[str, float]] = {r: {} for r in rungs}
+    stopped: dict[int, list[str]] = {r: [] for r in sorted(rungs)}
+    sign = 1.0 if mode == "max" else -1.0
+    for trial, task, value in arrivals:
+        if task >= max_t or value is None:
+            continue
+        for rung in rungs:
+            if task < rung or trial in recorded[rung]:
+                continue
+            before = list(recorded[rung].values())
+            if before and sign * value < np.nanpercentile(before, (1 - 1 / rf) * 100):
+                stopped[rung].append(trial)
+            recorded[rung][trial] = sign * value
+            break
+    return stopped

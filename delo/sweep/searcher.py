@@ -44,7 +44,52 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         """The Optuna study the searcher tells (read it for trial states and the best value)."""
         return self._ot_study
 
+    # A driver killed between two of Tune's snapshots, then resumed (ray-tune.md §6), leaves the study (SQLite,
+    # written at once) ahead of the searcher Tune restores from its last snapshot: study trials asked, or even
+    # told, after it, which no Tune trial holds any more; and trials told after it, which Tune runs again from a
+    # checkpoint. The study stays the record: a lost study trial is taken over by the next new Tune trial, and a
+    # trial the study already closed is neither reported nor told again (Optuna refuses both), while
+    # StudyAwareASHA ends it as the study says, so that Tune's trials and the study's agree one to one.
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A new Tune trial first takes over a study trial no Tune trial holds (its suggestion stands); only when
+        there is none is the study asked for a new one."""
+        if callable(self._space) and trial_id not in self._ot_trials:
+            orphan = self._orphan()
+            if orphan is not None:
+                self._ot_trials[trial_id] = orphan  # the space's suggest_* calls read its stored values back
+        return super().suggest(trial_id)
+
+    def _orphan(self):
+        from optuna.trial import Trial, TrialState
+
+        held = {t._trial_id for t in self._ot_trials.values()}  # Optuna has no public id of a live Trial
+        states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=states):
+            if frozen._trial_id not in held:
+                return Trial(self._ot_study, frozen._trial_id)
+        return None
+
+    def recorded_outcome(self, trial_id: str) -> tuple[str, int | None] | None:
+        """The study's outcome of a Tune trial it already closed: ("PRUNED", the task ASHA stopped it at),
+        ("COMPLETE", None) or ("FAIL", None); None while it is open (or unknown here)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return None
+        frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+        if not frozen.state.is_finished():
+            return None
+        return frozen.state.name, frozen.user_attrs.get(TASK)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.recorded_outcome(trial_id) is not None:  # a rerun repeats what the study saw
+            return
+        super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._completed_trials and self.recorded_outcome(trial_id) is not None:
+            self._completed_trials.add(trial_id)  # told once, by the killed driver (Optuna refuses a second)
+            return
         if isinstance(self.metric, list) and result and not error and result.get(TASK) == self.num_tasks:
             missing = [m for m in self.metric if result.get(m) is None]
             if missing:  # a finished trial without an objective is a broken run, not a pruned one
@@ -56,7 +101,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
                 return
             from optuna.trial import TrialState
 
-            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.PRUNED)
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr(TASK, result[TASK])  # where ASHA stopped it (a resumed driver repeats it)
+            self._ot_study.tell(ot_trial, None, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
             return
         elif (
@@ -105,14 +152,39 @@ def make_searcher(sweep: Sweep, storage=None) -> PrunedAwareOptunaSearch:
     )
 
 
-def make_scheduler(sweep: Sweep) -> ASHAScheduler | None:
+class StudyAwareASHA(ASHAScheduler):
+    """ASHA on ``task`` that, for a trial the study already closed, repeats the study's outcome instead of
+    deciding again: stop at the task the study says it was pruned at, otherwise go on to the last task.
+
+    Only a resumed driver meets such trials (see PrunedAwareOptunaSearch); Tune keeps no scheduler state across
+    a restore (it unpickles the scheduler as the Tuner was built), so ASHA would otherwise decide afresh, and a
+    trial the study holds as PRUNED could now complete (or the reverse). The searcher is the Tuner's own (one
+    pickle: the reference survives the restore, and Tune restores the searcher's state into that object)."""
+
+    def __init__(self, *args, searcher: PrunedAwareOptunaSearch | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        recorded = self.searcher.recorded_outcome(trial.trial_id) if self.searcher is not None else None
+        if recorded is None:
+            return super().on_trial_result(tune_controller, trial, result)
+        state, stopped_at = recorded
+        task = result.get(TASK, 0)
+        if task >= self._max_t or (state == "PRUNED" and stopped_at is not None and task >= stopped_at):
+            return self.STOP
+        return self.CONTINUE
+
+
+def make_scheduler(sweep: Sweep, searcher: PrunedAwareOptunaSearch | None = None) -> ASHAScheduler | None:
     s = sweep.spec.search.scheduler
     if s.type == "none":
         return None
-    return ASHAScheduler(
+    return StudyAwareASHA(
         time_attr=TASK,
         max_t=sweep.num_tasks,
         grace_period=s.grace_period,
         reduction_factor=asha_reduction_factor(sweep.num_tasks, s.reduction_factor),
         brackets=1,
+        searcher=searcher,
     )

@@ -16,10 +16,14 @@ from typing import Any
 
 from ray import tune
 
+from delo.atomic import remove_temp_files
 from delo.config import RunConfig
 from delo.metric_keys import AP_SEEN, FINAL_AP, PARAMS_TOTAL, PARAMS_TRAINABLE, TASK
 from delo.sweep.experiment import RUNNER_CHECKPOINTS, RUNNER_RESULT, write_trial_info
 from delo.sweep.grid import TRIAL_KEY, TrialSpec, trial_of
+
+THREAD_HANDOVER_S = 60
+"""How long a reused trial process waits for the previous trial's thread to end (see run_trial)."""
 
 RunFn = Callable[[RunConfig, Path, Callable[[dict, Path], None]], dict]
 """``delo.train.run_continual``'s contract; tests pass a fake runner."""
@@ -44,7 +48,13 @@ def run_trial(
     trial = trial_of(config)
     cfg = trial.run_config(base)
     _limit_compute(resources)
+    # The driver reuses a finished trial's process for the next trial (reuse_actors, ray-tune.md §7). Before the
+    # handover Tune waits TUNE_FUNCTION_THREAD_TIMEOUT_S (read in this process, default 2 s) for the old trial's
+    # thread to end (a stopped trial closes its TensorBoard files first), and on a timeout it fails the *next*
+    # trial without a retry; a loaded machine can take longer than 2 s.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(THREAD_HANDOVER_S))
     _restore_checkpoint(tune.get_checkpoint(), out_dir)
+    remove_temp_files(trial_dir)  # a killed attempt's trial.json in the making (the trial owns its folder)
     info = _trial_info(trial, config, cfg, tune.get_context().get_trial_id())
     write_trial_info(trial_dir, {**info, "out_dir": out_dir.name})
     if run_fn is None:

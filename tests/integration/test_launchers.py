@@ -84,3 +84,10 @@ def test_check_views_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     proc = _run("check_views.py", tmp_path, "--chromium", "/bin/true")
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"error: {tmp_path}: not a sweep folder (no sweep_spec.yaml)"), proc.stderr
+
+
+def test_drill_refuses_a_drill_too_small_to_drill(tmp_path):
+    proc = _run("drill.py", "chaos", "--trials", "1", "--workdir", tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --trials 1: a drill needs 2 trials or more and 1 kill or more"
+    assert list(tmp_path.iterdir()) == []  # refused before any cluster or sweep

@@ -116,3 +116,21 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
         os.umask(old)
     for name in ("result.json", "task_1.pt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+def test_a_killed_writers_temp_files_are_removed_by_the_folders_next_writer(tmp_path):
+    """delo.atomic writes beside the target and renames; a writer SIGKILLed in between leaves its temp file. The
+    folder's next writer (a run resuming its folder, a trial its own, a resumed driver its experiment) removes
+    them, and only them."""
+    from delo.atomic import atomic_write_text, remove_temp_files
+
+    atomic_write_text(tmp_path / "result.json", "{}")
+    left = [tmp_path / ".result.json.k2j4x_1.tmp", tmp_path / ".state.pt.abcd.tmp"]
+    for path in left:
+        path.write_text("cut sh")
+    (tmp_path / ".delo.lock").write_text("")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / ".x.tmp").write_text("")  # another folder's writer's business
+    assert remove_temp_files(tmp_path) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".delo.lock", "result.json", "sub"]
+    assert (tmp_path / "sub" / ".x.tmp").exists() and remove_temp_files(tmp_path / "absent") == []

@@ -188,7 +188,7 @@ def test_val_split_when_no_test_rows_and_search_layout(tmp_path, saved_figures):
     paths = write_report(exp)
     md = (exp / "results.md").read_text()
     assert "Split in the tables: **val**" in md
-    assert "1 stopped early by ASHA" in md
+    assert "1 stopped early by ASHA (1 at task 2)" in md  # where ASHA stopped it: the rung
     assert "**Best (val final_ap):** `E16_r4_s0_00001`" in md
     figures = _figures(paths, saved_figures)
     assert set(figures) == {"ap_fg.png", "best_matrix.png"}

@@ -370,3 +370,98 @@ def test_every_distribution_of_the_union_implements_its_behaviour():
     space = SearchSpace({k: _dist(**e) for k, e in examples.items()}, base_E=16)
     for key, d in space.space.items():
         assert d.describe() and d.hparams_domain(space) is not None and d.corners(key, space)
+
+
+def test_a_resumed_searcher_keeps_the_study_one_trial_per_tune_trial(tmp_path):
+    """A driver killed between two of Tune's snapshots leaves the study (written at once) ahead of the searcher
+    Tune restores: trials asked or told after the snapshot. The study stays the record: a lost study trial goes to
+    the next new Tune trial, and a trial the study already closed is neither reported nor told again."""
+    from delo.sweep.experiment import optuna_storage_url
+    from delo.sweep.searcher import study_storage
+
+    sweep = load_sweep(ROOT / "sweeps/search.yaml", storage=tmp_path)
+    s = make_searcher(sweep, storage=study_storage(sweep))
+    s.suggest("a"), s.suggest("b")
+    s.save(str(tmp_path / "snapshot.pkl"))  # Tune's last snapshot: a and b running
+    s.on_trial_result("a", {"task": 1, "ap_seen": 70.0, "training_iteration": 1})
+    s.on_trial_complete("a", {"task": 2, "ap_seen": 70.0})  # after it: ASHA stopped a at task 2
+    lost_running, lost_pruned = s.suggest("c"), s.suggest("d")
+    s.on_trial_complete("d", {"task": 2, "ap_seen": 10.0})
+
+    t = make_searcher(sweep)  # the resumed driver's searcher, restored from the snapshot
+    t.restore(str(tmp_path / "snapshot.pkl"))
+    assert t.recorded_outcome("a") == ("PRUNED", 2) and t.recorded_outcome("b") is None
+    t.on_trial_result("a", {"task": 1, "ap_seen": 70.0, "training_iteration": 1})  # Tune runs a again
+    t.on_trial_complete("a", {"task": 2, "ap_seen": 70.0})  # Optuna would refuse both
+    assert t.suggest("e") == lost_running and t.suggest("f") == lost_pruned
+    assert t.recorded_outcome("f") == ("PRUNED", 2)
+    t.suggest("g")
+    t.on_trial_complete("b", {"task": 5, "ap_seen": 80.0})
+    study = optuna.load_study(study_name="search", storage=optuna_storage_url(sweep.experiment_dir))
+    assert [x.state for x in study.trials] == [
+        TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED, TrialState.RUNNING,
+    ]  # fmt: skip
+
+
+def test_study_aware_asha_repeats_the_studys_outcome_and_decides_the_rest():
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from delo.sweep.searcher import StudyAwareASHA
+
+    recorded = {"p": ("PRUNED", 2), "c": ("COMPLETE", None)}
+    searcher = SimpleNamespace(recorded_outcome=recorded.get)
+    sched = StudyAwareASHA(time_attr="task", max_t=5, grace_period=2, reduction_factor=2, brackets=1,
+                           searcher=searcher)  # fmt: skip
+    sched.set_search_properties("ap_seen", "max")
+    trials = {n: SimpleNamespace(trial_id=n) for n in ("leader", "p", "c", "laggard")}
+    for trial in trials.values():
+        sched.on_trial_add(None, trial)
+
+    def stops(name: str, ap: float) -> list[int]:
+        actions = [sched.on_trial_result(None, trials[name], {"task": t, "ap_seen": ap}) for t in range(1, 6)]
+        return [t for t, action in enumerate(actions, 1) if action == TrialScheduler.STOP]
+
+    assert stops("leader", 100.0) == [5]
+    assert stops("p", 100.0) == [
+        2,
+        3,
+        4,
+        5,
+    ]  # pruned at task 2 by the killed driver's ASHA, whatever it reports
+    assert stops("c", 0.0) == [5]  # completed before: never stopped early
+    assert stops("laggard", 0.0) == [2, 4, 5]  # an open trial: ASHA's own rule
+
+
+@pytest.mark.parametrize("seed,mode", [(0, "max"), (1, "max"), (2, "min"), (3, "max")])
+def test_asha_replay_stops_the_trials_rays_asha_stops(seed, mode):
+    """ASHA's rule replayed on results in the order a scheduler saw them (delo.sweep.search.asha_replay, the ASHA
+    drill's check) stops the same trials at the same rungs as Ray's own ASHA: random values, about four trials
+    interleaved as concurrent trials are, rungs at tasks 1, 2 and 4 of 5."""
+    import random
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from delo.sweep.search import asha_replay
+
+    rng = random.Random(seed)
+    sched = ASHAScheduler(time_attr="task", max_t=5, grace_period=1, reduction_factor=2, brackets=1)
+    sched.set_search_properties("ap_seen", mode)
+    live = [SimpleNamespace(trial_id=f"t{i}", task=1) for i in range(24)]
+    for trial in live:
+        sched.on_trial_add(None, trial)
+    arrivals, stopped = [], {}
+    while live:
+        trial = rng.choice(live[:4])
+        ap = rng.uniform(0, 100)
+        arrivals.append((trial.trial_id, trial.task, ap))
+        action = sched.on_trial_result(None, trial, {"task": trial.task, "ap_seen": ap})
+        if action == TrialScheduler.STOP:
+            live.remove(trial)
+            if trial.task < 5:
+                stopped.setdefault(trial.task, []).append(trial.trial_id)
+        trial.task += 1
+    replayed = {rung: trials for rung, trials in asha_replay(arrivals, 5, 1, 2, mode).items() if trials}
+    assert replayed == stopped and sum(map(len, stopped.values())) >= 10
