@@ -287,3 +287,52 @@ def drill(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_json(args.out, summary, indent=2, sort_keys=False)
     return 0 if summary["ok"] else 1
+
+
+def tuned(argv: list[str] | None = None) -> int:
+    """Write the final methods spec from the equal-budget searches: each row of METHODS_SPEC at its method's best
+    val configuration (search_<method>, or search for DeLo, under --searches), over --seeds that no search used."""
+    p = argparse.ArgumentParser(description=tuned.__doc__)
+    p.add_argument(
+        "methods_spec", nargs="?", default="sweeps/methods.yaml", help="the grid spec whose rows to tune"
+    )
+    p.add_argument("--searches", default="sweep_results", help="the folder holding the search folders")
+    p.add_argument(
+        "--seeds", default="1,2,3,4,5", help="comma-separated training seeds (the searches use seed 0)"
+    )
+    p.add_argument("--name", default="methods_tuned", help="the new spec's name (its sweep folder)")
+    p.add_argument("--out", default="sweeps/methods_tuned.yaml", help="where the spec goes")
+    args = p.parse_args(argv)
+
+    from delo.atomic import atomic_write_text
+    from delo.config import ConfigError
+    from delo.sweep.tuned import tuned_rows, tuned_spec_text
+
+    spec = Path(args.methods_spec)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(
+            f"error: --seeds {args.seeds!r}: comma-separated integers are needed, e.g. 1,2,3,4,5",
+            file=sys.stderr,
+        )
+        return 2
+    if not spec.is_file():
+        print(f"error: {spec}: no such spec file", file=sys.stderr)
+        return 2
+    if not seeds or 0 in seeds or len(set(seeds)) != len(seeds):
+        print(
+            f"error: --seeds {args.seeds!r}: distinct seeds other than 0 (the searches' seed) are needed",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        rows = tuned_rows(spec, Path(args.searches))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    atomic_write_text(Path(args.out), tuned_spec_text(spec, rows, seeds, args.name))
+    for row in rows:
+        print(f"{row.variant:16s} <- {row.search}/{row.trial} (val final AP {row.val_final_ap:.2f})")
+    print(args.out)
+    return 0
