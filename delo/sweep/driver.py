@@ -28,6 +28,7 @@ from delo.sweep.experiment import (
     OPTUNA_DB,
     Status,
     check_resumable,
+    end_launch,
     has_experiment,
     has_tune_state,
     read_status,
@@ -369,6 +370,7 @@ def _launch(
 def finish(sweep: Sweep) -> int:
     """Write the report and turn the trial statuses into an exit status."""
     exp = sweep.experiment_dir
+    end_launch(exp, provenance.now())  # results.md's provenance says when this launch ended
     paths = write_report(exp)
     status = read_status(exp)
     states = [s["status"] for s in status.get("trials", {}).values()]

@@ -242,6 +242,14 @@ def record_launch(exp_dir: Path, block: dict[str, Any]) -> None:
     atomic_write_json(path, {"launches": [*launches, block]}, indent=2)
 
 
+def end_launch(exp_dir: Path, ended: str) -> None:
+    """Stamp the latest launch's end time (the driver calls it once its tuner returned, before the report)."""
+    launches = read_launches(exp_dir)
+    if launches:
+        launches[-1] = {**launches[-1], "ended": ended}
+        atomic_write_json(Path(exp_dir) / PROVENANCE_FILE, {"launches": launches}, indent=2)
+
+
 def read_launches(exp_dir: Path) -> list[dict[str, Any]]:
     """Every recorded launch of the sweep, first first ([] for a folder written before provenance existed)."""
     path = Path(exp_dir) / PROVENANCE_FILE

@@ -164,7 +164,8 @@ def markdown(
     ]
     if launches:
         first = launches[0]
-        lines += ["## Provenance", "", *provenance.describe(first)]
+        # started by the first launch, ended when the last one (a --resume) ended
+        lines += ["## Provenance", "", *provenance.describe({**first, "ended": launches[-1].get("ended")})]
         if len(launches) > 1:
             lines.append(f"- resumed {len(launches) - 1} time(s); last: `{' '.join(launches[-1].get('command') or [])}` "
                          f"at {launches[-1].get('started')}")  # fmt: skip

@@ -64,3 +64,19 @@ def test_library_versions_alone_also_differ(tmp_path):
         _stamp(exp, name, "a" * 40)
     _stamp(exp, "E16-r4_s0_00002", "a" * 40, torch="2.14.1")
     assert "[aaaaaaaaaaaa; torch 2.14.1]: `E16-r4_s0_00002`" in mixed_code_warning(collect(exp))
+
+
+def test_the_driver_stamps_the_end_of_its_launch_before_the_report(tmp_path):
+    from types import SimpleNamespace
+
+    from delo.sweep import driver
+
+    exp = _exp(tmp_path)
+    record_launch(exp, provenance.collect(["launch/sweep.py", "sweeps/rank_factor.yaml"]))
+    record_launch(exp, provenance.collect(["launch/sweep.py", "sweeps/rank_factor.yaml", "--resume"]))
+    driver.finish(SimpleNamespace(experiment_dir=exp))
+    first, last = read_launches(exp)
+    assert first["ended"] is None  # an interrupted launch keeps no end
+    assert last["ended"] >= last["started"]
+    head = (exp / "results.md").read_text().split("## Provenance", 1)[1].split("\n## ", 1)[0]
+    assert f"ended {last['ended']}" in head
