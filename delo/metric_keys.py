@@ -17,6 +17,9 @@ TASK_AWARE = "task_aware"
 (``ap_seen_task_aware``, the ``matrix_task_aware`` result matrix), TensorBoard tags start ``task_aware/``."""
 AP_SEEN_TASK_AWARE = f"{AP_SEEN}_{TASK_AWARE}"
 FINAL_AP_TASK_AWARE = f"{FINAL_AP}_{TASK_AWARE}"
+FINAL_FG_TASK_AWARE = f"{FINAL_FG}_{TASK_AWARE}"
+"""Forgetting of the task-aware read-out. Not a report key: the sweep records read it from the runner's
+result.json (``task_aware.fg``, ``test_task_aware.fg``) of a completed trial, so tables put it beside FG."""
 FINAL_KEYS = (FINAL_AP, FINAL_FG, "final_last", "final_bwt", FINAL_AP_TASK_AWARE)
 """Only in a run's last report (so their presence marks a trial that reached task T)."""
 TASK_ROUTING = "task_routing"

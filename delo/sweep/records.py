@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delo.metric_keys import FINAL_AP, PARAMS_TRAINABLE, TASK, TASK_ROUTING, current_keys, test_key
+from delo.metric_keys import (
+    FINAL_AP,
+    FINAL_FG_TASK_AWARE,
+    PARAMS_TRAINABLE,
+    TASK,
+    TASK_AWARE,
+    TASK_ROUTING,
+    current_keys,
+    test_key,
+)
 from delo.sweep.experiment import (
     RUNNER_RESULT,
     TRIAL_INFO,
@@ -155,6 +164,11 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
         or {}
     )
     rec.params = run.get("params")
+    if rec.completed:  # the task-aware read-out's forgetting, beside FG in the tables (FINAL_FG_TASK_AWARE)
+        for split_key in (TASK_AWARE, test_key(TASK_AWARE)):
+            fg = (run.get(split_key) or {}).get("fg")
+            if fg is not None:
+                rec.last.setdefault(split_key.replace(TASK_AWARE, FINAL_FG_TASK_AWARE), fg)
     rec.matrix = run.get("matrix")
     rec.test_matrix = run.get("test_matrix")
     for split, key in (("val", TASK_ROUTING), ("test", test_key(TASK_ROUTING))):

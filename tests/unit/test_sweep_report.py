@@ -412,20 +412,26 @@ def test_methods_table_has_table_2_columns_and_pairs_against_delo(tmp_path):
     for variant, (over, rows, trainable) in data.items():
         for seed, ap, fg in rows:
             params = {"trainable": trainable, "total": 2_000_000}
+            # the runner's task-aware summary: mora's FG 2, 3, 4 over its seeds (DeLo's heads never forget: 0)
+            aware = {"task_aware": {"ap": ap + 10, "fg": float(seed + 2) if variant == "mora" else 0.0}}
             _grid_trial(exp, f"{variant}_s{seed}_{n:05d}", {"variant": variant, **over}, seed, ap, fg,
-                        seconds=[(10.0, 4.0), (20.0, 6.0)], params=params)  # fmt: skip
+                        seconds=[(10.0, 4.0), (20.0, 6.0)], params=params, run=aware)  # fmt: skip
             n += 1
     write_report(exp)
     md = (exp / "results.md").read_text()
-    head = "| Method | AP ↑ | FG ↓ | task-aware AP | trainable | total | train s / task | eval s / task | n |"
-    assert head + " paper AP / FG |" in md
+    head = "| Method | AP ↑ | FG ↓ | task-aware AP | task-aware FG | trainable | total | train s / task | eval s / task |"
+    assert head + " n | paper AP / FG |" in md
     # delo: 72 ± 4.97 (as in the components test); 1000 trainable -> 1.0k; mean train 15 s, eval 5 s per task;
-    # no task-aware rows stored here, so task-aware AP is "–"
+    # no task-aware AP in Tune's rows here, so "–"; task-aware FG from the runner's result.json
     assert (
-        "| DeLo (`delo`) | 72.00 ± 4.97 | 5.00 ± 0.00 | – | 1.0k | 2.00M | 15.0 | 5.0 | 3/3 | 67.42 / 9.41 |"
+        "| DeLo (`delo`) | 72.00 ± 4.97 | 5.00 ± 0.00 | – | 0.00 ± 0.00 | 1.0k | 2.00M | 15.0 | 5.0 | 3/3 | "
+        "67.42 / 9.41 |" in md
+    )
+    # mora's task-aware FG 2, 3, 4: mean 3, s = 1, half-width t(2) / sqrt(3) = 2.48
+    assert (
+        "| MoRA (`mora`) | 68.00 ± 4.30 | 6.00 ± 0.00 | – | 3.00 ± 2.48 | 3.00M | 2.00M | 15.0 | 5.0 | 3/3 | – |"
         in md
     )
-    assert "| MoRA (`mora`) | 68.00 ± 4.30 | 6.00 ± 0.00 | – | 3.00M | 2.00M | 15.0 | 5.0 | 3/3 | – |" in md
     assert "| DeLo-LoRA (`lora`) |" in md
     # mora - delo per seed: -4, -3, -5 (mean -4, s = 1, half 2.48: excludes 0)
     assert "## Paired differences vs `delo`" in md
