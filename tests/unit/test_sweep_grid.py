@@ -42,7 +42,8 @@ def test_trial_config_is_typed_and_has_the_overrides():
         if t.overrides["data.missing.eta"] == 0.3 and t.overrides["data.missing.type"] == "image"
     )
     for cfg in (trial.run_config(sweep.base), trial_of({TRIAL_KEY: trial.to_tune()}).run_config(sweep.base)):
-        assert (cfg.data.missing.eta, cfg.data.missing.type, cfg.seed) == (0.3, "image", 1)  # seeds 1-3, first
+        # seeds 1-3: the first trial of the cell runs seed 1
+        assert (cfg.data.missing.eta, cfg.data.missing.type, cfg.seed) == (0.3, "image", 1)
         assert cfg.model.backbone == "tiny"
 
 
