@@ -306,7 +306,7 @@ def tuned(argv: list[str] | None = None) -> int:
 
     from delo.atomic import atomic_write_text
     from delo.config import ConfigError
-    from delo.sweep.tuned import tuned_rows, tuned_spec_text
+    from delo.sweep.tuned import read_methods_spec, tuned_rows, tuned_spec_text
 
     spec = Path(args.methods_spec)
     try:
@@ -317,9 +317,6 @@ def tuned(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if not spec.is_file():
-        print(f"error: {spec}: no such spec file", file=sys.stderr)
-        return 2
     if not seeds or 0 in seeds or len(set(seeds)) != len(seeds):
         print(
             f"error: --seeds {args.seeds!r}: distinct seeds other than 0 (the searches' seed) are needed",
@@ -327,11 +324,12 @@ def tuned(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        rows = tuned_rows(spec, Path(args.searches))
+        raw = read_methods_spec(spec)  # a missing or malformed file is a ConfigError naming it
+        rows = tuned_rows(raw, Path(args.searches))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    atomic_write_text(Path(args.out), tuned_spec_text(spec, rows, seeds, args.name))
+    atomic_write_text(Path(args.out), tuned_spec_text(raw, spec.name, rows, seeds, args.name))
     for row in rows:
         print(f"{row.variant:16s} <- {row.search}/{row.trial} (val final AP {row.val_final_ap:.2f})")
     print(args.out)

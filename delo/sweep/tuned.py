@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from delo.config import ConfigError
+from delo.config.loading import read_yaml_mapping
 from delo.metric_keys import FINAL_AP
-from delo.sweep.experiment import Status
+from delo.sweep.experiment import SPEC_FILE, Status, read_saved_spec
 from delo.sweep.records import best_trial, collect
 
 ENDED = {Status.COMPLETED, Status.STOPPED, Status.ERROR}
@@ -40,17 +41,26 @@ def search_name(method: str) -> str:
     return "search" if method == "delo" else f"search_{method}"
 
 
-def tuned_rows(methods_spec: Path, searches_root: Path) -> list[TunedRow]:
+def read_methods_spec(path: Path) -> dict[str, Any]:
+    """The grid spec whose rows get tuned, read once (ConfigError naming the file and the key when it is wrong)."""
+    raw = read_yaml_mapping(
+        path, "sweep spec", "a sweep spec is a mapping (name, base, grid, ...)", empty_ok=False
+    )
+    variants = (raw.get("grid") or {}).get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"{path}: grid.variants: a mapping of rows is needed (as sweeps/methods.yaml)")
+    if "base" not in raw:
+        raise ConfigError(
+            f"{path}: base: the run config the rows start from is needed (as sweeps/methods.yaml)"
+        )
+    return raw
+
+
+def tuned_rows(spec: dict[str, Any], searches_root: Path) -> list[TunedRow]:
     """One row per variant of the grid spec, at its method's best searched configuration. One ConfigError lists every
     search that is missing, unfinished or without a completed trial."""
-    raw = yaml.safe_load(methods_spec.read_text())
-    variants = ((raw or {}).get("grid") or {}).get("variants")
-    if not isinstance(variants, dict) or not variants:
-        raise ConfigError(
-            f"{methods_spec}: grid.variants: a mapping of rows is needed (as sweeps/methods.yaml)"
-        )
     rows, errors, best_of = [], [], {}
-    for variant, own in variants.items():
+    for variant, own in spec["grid"]["variants"].items():
         own = dict(own or {})
         method = own.get("model.method", "delo")
         name = search_name(method)
@@ -67,21 +77,12 @@ def tuned_rows(methods_spec: Path, searches_root: Path) -> list[TunedRow]:
 
 
 def _best(exp: Path, method: str, errors: list[str]) -> tuple[dict[str, Any], str, float] | None:
-    saved = exp / "sweep_spec.yaml"
-    if not saved.is_file():
+    if not (exp / SPEC_FILE).is_file():
         errors.append(f"{exp}: no search folder (run: python launch/sweep.py sweeps/{exp.name}.yaml)")
         return None
-    saved_spec = yaml.safe_load(saved.read_text()) or {}
-    spec = saved_spec.get("spec") or {}  # the spec as run; saved_spec["base"] is its resolved base config
-    searched = ((spec.get("base") or {}).get("config") or {}).get("model.method") or (
-        (saved_spec.get("base") or {}).get("model") or {}
-    ).get("method", "delo")
-    if searched != method:
-        errors.append(f"{exp}: searched model.method {searched!r}, but the row needs {method!r}")
-        return None
-    wanted = int((spec.get("search") or {}).get("num_samples") or 0)
+    wanted = int((read_saved_spec(exp).get("search") or {}).get("num_samples") or 0)
     if not wanted:
-        errors.append(f"{saved}: not a search (spec.search.num_samples is missing)")
+        errors.append(f"{exp / SPEC_FILE}: not a search (spec.search.num_samples is missing)")
         return None
     records = collect(exp)
     ended = sum(r.status in ENDED for r in records)
@@ -95,18 +96,24 @@ def _best(exp: Path, method: str, errors: list[str]) -> tuple[dict[str, Any], st
     if best is None:
         errors.append(f"{exp}: no completed trial with a val {FINAL_AP}")
         return None
+    searched = best.cfg("model.method", "delo")  # what the trial ran, whatever spec or profile set it
+    if searched != method:
+        errors.append(f"{exp}: searched model.method {searched!r}, but the row needs {method!r}")
+        return None
     overrides = {k: v for k, v in best.overrides.items() if k != "seed"}
     return overrides, best.name, float(best.last[FINAL_AP])
 
 
-def tuned_spec_text(methods_spec: Path, rows: list[TunedRow], seeds: list[int], name: str) -> str:
-    """The spec as YAML text: the methods spec's base and resources, the tuned rows, the given seeds."""
-    raw = yaml.safe_load(methods_spec.read_text())
+def tuned_spec_text(
+    raw: dict[str, Any], source: str, rows: list[TunedRow], seeds: list[int], name: str
+) -> str:
+    """The spec as YAML text: the methods spec's base and resources, the tuned rows, the given seeds; ``source``
+    names the methods spec file in the description."""
     head = {
         "name": name,
         "description": (
             f"{raw.get('name', 'methods')} at each method's best val configuration from its equal-budget search "
-            f"(written by launch/tuned.py from {methods_spec.name}); seeds that no search used."
+            f"(written by launch/tuned.py from {source}); seeds that no search used."
         ),
         "table": raw.get("table", "methods"),
         "base": raw["base"],

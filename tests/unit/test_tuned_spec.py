@@ -30,7 +30,8 @@ def _search(root: Path, name: str, method: str | None, trials: list[tuple[dict, 
     for i, (overrides, ap, state) in enumerate(trials):
         d = exp / f"t{i}_s0_0000{i}"
         d.mkdir()
-        info = {"trial_id": f"0000{i}", "seed": 0, "overrides": {**overrides, "seed": 0}, "config": {}}
+        config = {"model": {"method": method or "delo"}}  # the trial's resolved run config (a part of it)
+        info = {"trial_id": f"0000{i}", "seed": 0, "overrides": {**overrides, "seed": 0}, "config": config}
         (d / "trial.json").write_text(json.dumps(info))
         rows = [{"task": 1, "ap_seen": 40.0}, {"task": 2, "ap_seen": 90.0 if ap is None else 30.0}]
         if ap is not None:
