@@ -289,7 +289,8 @@ class Methods(TableLayout):
             "",
             "AP and FG are task-agnostic (the method infers each sample's task); task-aware AP and FG are the same "
             "model told the true task (`*_task_aware`), so the gap between the two is the cost of the method's task "
-            "inference, and task-aware FG is what training later tasks did to earlier ones' own read-out. Trainable = what the latest task's optimiser gets (adapters or prompts, and the head); "
+            "inference, and task-aware FG is what training later tasks did to earlier ones' own read-out. "
+            "Trainable = what the latest task's optimiser gets (adapters or prompts, and the head); "
             "total = every parameter, backbone included. Seconds are wall-clock means over tasks on the machine "
             "that ran the trial (trials share its cores). Paper: Table 2, UPMC-Food101-CMML, ViLT-B/32, η = 70 % "
             "both (65 % / 65 %); comparable only with the food101 profile.",

@@ -165,10 +165,13 @@ def _record(trial_dir: Path, status: dict[str, Any]) -> TrialRecord:
     )
     rec.params = run.get("params")
     if rec.completed:  # the task-aware read-out's forgetting, beside FG in the tables (FINAL_FG_TASK_AWARE)
-        for split_key in (TASK_AWARE, test_key(TASK_AWARE)):
-            fg = (run.get(split_key) or {}).get("fg")
+        for summary, key in (
+            (TASK_AWARE, FINAL_FG_TASK_AWARE),
+            (test_key(TASK_AWARE), test_key(FINAL_FG_TASK_AWARE)),
+        ):
+            fg = (run.get(summary) or {}).get("fg")
             if fg is not None:
-                rec.last.setdefault(split_key.replace(TASK_AWARE, FINAL_FG_TASK_AWARE), fg)
+                rec.last.setdefault(key, fg)
     rec.matrix = run.get("matrix")
     rec.test_matrix = run.get("test_matrix")
     for split, key in (("val", TASK_ROUTING), ("test", test_key(TASK_ROUTING))):
